@@ -1,0 +1,1 @@
+"""distillnerf_train: training, teachers, foundation-feature targets and evaluation for DistillNeRF."""
