@@ -27,7 +27,12 @@ setup(
     license="Apache-2.0",
     tests_require=["pytest"],
     entry_points={
-        "console_scripts": [],
-        "distillnerf.commands": [],
+        "console_scripts": ["distillnerf_node = distillnerf_ros.node:main"],
+        "distillnerf.commands": [
+            "nuscenes2bag = distillnerf_ros.bag.cli:add_nuscenes2bag_parser",
+            "replay = distillnerf_ros.bag.cli:add_replay_parser",
+            "bench-node = distillnerf_ros.bench:add_parser",
+            "demo = distillnerf_ros.demo.cli:add_parser",
+        ],
     },
 )

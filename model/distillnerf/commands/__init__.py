@@ -1,0 +1,1 @@
+"""``distillnerf`` subcommands provided by the model library."""
