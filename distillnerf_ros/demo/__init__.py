@@ -1,0 +1,1 @@
+"""The one-command demo: synthetic drive -> bag -> node over ROS -> report (docs/demo.md)."""
