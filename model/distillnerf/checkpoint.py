@@ -1,0 +1,71 @@
+"""Checkpoints: one file holding the model weights, the config it was built with, and free-form extras.
+
+Written atomically (temporary file in the same folder, then ``os.replace``) so a crash never leaves a truncated
+checkpoint under the real name. Extras may hold anything picklable (optimizer state, the feature reducer, a text
+encoder spec), so loading unpickles: load only checkpoints you trust.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from distillnerf.config import ModelConfig, config_from_dict
+
+FORMAT = "distillnerf-checkpoint"
+VERSION = 1
+
+
+def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, config: ModelConfig, extras: dict | None = None
+                    ) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": config.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "extras": dict(extras or {}),
+    }
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save(payload, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
+    """-> (model in eval mode, config, extras). Raises ValueError naming the file when it is not a checkpoint."""
+    from distillnerf.model import DistillNeRF
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as error:  # truncated, corrupt or not a torch file at all
+        raise ValueError(f"{path}: not a readable DistillNeRF checkpoint ({type(error).__name__}: {error})") from error
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a DistillNeRF checkpoint (missing format marker {FORMAT!r})")
+    if payload.get("version", 0) > VERSION:
+        raise ValueError(f"{path}: checkpoint version {payload['version']} is newer than this library ({VERSION})")
+    try:
+        config = config_from_dict(payload["config"])
+        # The weights come from the checkpoint: do not spend time loading the backbone's own pretrained file.
+        model = DistillNeRF(replace(config, backbone_pretrained=False))
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, RuntimeError, TypeError) as error:
+        raise ValueError(f"{path}: checkpoint does not match the model ({type(error).__name__}: {error})") from error
+    model.to(map_location).eval()
+    return model, config, payload.get("extras", {})

@@ -1,0 +1,158 @@
+"""Model configuration: one flat dataclass, loaded from ``config/model/<name>.yaml``.
+
+Every architecture size lives in the YAML files (``paper``, ``cpu``, ``tiny``); the code holds no sizes of its own
+beyond these defaults, which equal the official DistillNeRF numbers. Checkpoints store ``asdict(config)`` so a
+model always rebuilds with the sizes it was trained with.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, fields, replace
+
+from distillnerf.config_files import load_yaml
+from distillnerf.rig import NUSCENES_CAMERAS
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "paper"
+    camera_names: tuple[str, ...] = NUSCENES_CAMERAS
+
+    # Input and render sizes (W x H). Rays are rendered at render size; the decoder returns RGB at input size.
+    input_width: int = 228
+    input_height: int = 128
+    render_width: int = 114
+    render_height: int = 64
+
+    # 2D encoder: backbone 'efficientnet_lite0' | 'cnn' | 'dinov2' | 'openclip', FPN to ``feature_stride``.
+    backbone: str = "efficientnet_lite0"
+    backbone_pretrained: bool = True  # load the backbone's own weights (efficientnet: bundled ImageNet file)
+    backbone_weights: str = ""  # local weights file for 'dinov2' / 'openclip' ('' = random init)
+    backbone_model: str = ""  # timm / open_clip model name for ViT backbones
+    freeze_backbone: bool = False
+    cnn_channels: tuple[int, ...] = (16, 32, 64)  # 'cnn' backbone: channels at strides 2, 4, 8
+    fpn_channels: int = 64
+    feature_stride: int = 1  # stride of the depth / lifting resolution w.r.t. the input (1 = full resolution)
+
+    # Stage-1 depth bins along the ray: linear bins from depth_near, then bins uniform in contracted distance.
+    depth_near: float = 0.1
+    depth_step: float = 0.2
+    depth_linear_bins: int = 250
+    depth_contracted_bins: int = 36
+    far: float = 120.0
+    bin_density_bias: float = -2.0  # added to stage-1 bin density logits before softplus (starts rays thin)
+
+    # Stage-2 candidates: d_k = d + k * clamp(rel * d, min, max), k = first_k .. first_k + K - 1.
+    num_candidates: int = 15
+    candidate_first_k: int = -8
+    candidate_rel_step: float = 0.025
+    candidate_min_step: float = 0.05
+    candidate_max_step: float = 0.3
+    candidate_channels: int = 16  # channels of the 3D conv over the candidate axis
+
+    # Parameterised space (contraction per axis group).
+    contraction_radius_xy: float = 50.0
+    contraction_radius_z: float = 6.4
+    contraction_alpha: float = 0.8
+
+    # Sparse hierarchical voxels: two grids over [-1, 1]^3; each level keeps level_channels + 1 (density logit).
+    coarse_resolution: int = 128
+    fine_resolution: int = 512
+    level_channels: int = 32
+    conv_hidden: int = 128
+    conv_layers_fine: int = 3
+    conv_layers_coarse: int = 4
+
+    # Renderer.
+    fine_samples: int = 30
+    fine_spacing: float = 0.1
+    jitter_samples: bool = True  # jitter stage-1 bin samples within their bin in training
+    lookup: str = "nearest"  # 'nearest' | 'trilinear'
+    mlp_hidden: int = 64
+    render_feature_dim: int = 64  # rendered channels fed to the decoder (plus normalised depth = 65)
+    density_bias: float = -1.0  # added to the density MLP output before softplus
+
+    # Decoder (CNN, render size -> input size).
+    decoder_channels: int = 128
+    decoder_blocks: int = 3
+
+    # Foundation feature head and FeatureNeRF options.
+    feature_head: bool = True
+    feature_dim: int = 64
+    descriptor: str = "head"  # 3D descriptors for queries: 'head' (rendered feature) | 'internal' (MLP hidden)
+    coordinate_head: bool = False  # regress contracted xyz from the 3D descriptor (coordinate / cycle loss)
+    coordinate_samples: int = 4096  # voxel centres per batch used for the coordinate regression output
+
+    # Queries.
+    occupancy_threshold: float = 0.5
+    visibility_margin: float = 1.0  # metres a voxel may lie behind the rendered depth and still count as visible
+
+    @property
+    def num_bins(self) -> int:
+        return self.depth_linear_bins + self.depth_contracted_bins
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return (self.input_width, self.input_height)
+
+    @property
+    def render_size(self) -> tuple[int, int]:
+        return (self.render_width, self.render_height)
+
+    def validate(self) -> "ModelConfig":
+        problems = []
+        for name in ("coarse_resolution", "fine_resolution"):
+            value = getattr(self, name)
+            if value < 2 or value & (value - 1):  # powers of two quantise both levels consistently
+                problems.append(f"{name} must be a power of two, got {value}")
+        if self.fine_resolution <= self.coarse_resolution:
+            problems.append("fine_resolution must exceed coarse_resolution")
+        if self.backbone not in ("efficientnet_lite0", "cnn", "dinov2", "openclip"):
+            problems.append(f"unknown backbone {self.backbone!r}")
+        if self.lookup not in ("nearest", "trilinear"):
+            problems.append(f"unknown lookup {self.lookup!r}")
+        if self.descriptor not in ("head", "internal"):
+            problems.append(f"unknown descriptor {self.descriptor!r}")
+        if self.descriptor == "internal" and not self.feature_head:
+            problems.append("descriptor 'internal' needs feature_head")
+        if self.num_candidates < 1 or self.num_bins < 2:
+            problems.append("need at least 1 candidate and 2 depth bins")
+        if self.feature_stride not in (1, 2, 4):
+            problems.append("feature_stride must be 1, 2 or 4")
+        if problems:
+            raise ValueError(f"model config {self.name!r}: " + "; ".join(problems))
+        return self
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        for key, value in data.items():
+            if isinstance(value, tuple):
+                data[key] = list(value)
+        return data
+
+
+def config_from_dict(data: dict, name: str | None = None) -> ModelConfig:
+    """Build a validated config; unknown keys are an error (a typo must not silently fall back to a default)."""
+    known = {f.name: f for f in fields(ModelConfig)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ValueError(f"model config {name or data.get('name', '?')!r}: unknown keys {unknown}")
+    values = {}
+    for key, value in data.items():
+        if isinstance(value, list):
+            value = tuple(value)
+        values[key] = value
+    if name is not None and "name" not in values:
+        values["name"] = name
+    return ModelConfig(**values).validate()
+
+
+def load_model_config(name_or_path: str | os.PathLike = "cpu", **overrides) -> ModelConfig:
+    """Load ``config/model/<name>.yaml`` (or a path); keyword overrides replace single fields."""
+    data = load_yaml(name_or_path, "model")
+    config = config_from_dict(data, name=os.path.splitext(os.path.basename(str(name_or_path)))[0])
+    return replace(config, **overrides).validate() if overrides else config
+
+
+__all__ = ["ModelConfig", "config_from_dict", "load_model_config"]

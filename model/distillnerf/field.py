@@ -1,0 +1,139 @@
+"""The neural field: a sparse two-level voxel grid plus the MLPs that turn voxel features into density, render
+features and foundation features.
+
+Lookup snaps a point to its voxel on each level ("nearest", the paper's choice) or interpolates the 8 neighbours
+("trilinear"). The density complement takes the fine level where a fine voxel exists, else the coarse level, else
+empty space (zero density, zero features). With nearest lookup the MLPs depend only on the voxel, so they run once
+per voxel and samples gather the results: exact, and far cheaper than running them per sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field as dataclass_field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from distillnerf.config import ModelConfig
+from distillnerf.geometry import contract
+from distillnerf.voxels import VoxelLevel, quantise, voxel_centres
+
+
+@dataclass
+class SparseVoxelField:
+    """A batch of fields: two sparse levels (rows keyed by batch and voxel) and per-voxel decoded outputs."""
+
+    coarse: VoxelLevel
+    fine: VoxelLevel
+    batch_size: int
+    radius_xy: float
+    radius_z: float
+    alpha: float
+    decoded: dict[str, Tensor] = dataclass_field(default_factory=dict)  # name -> [Vc + Vf + 1, ...], last = empty
+
+    def contract(self, points: Tensor) -> Tensor:
+        return contract(points, self.radius_xy, self.radius_z, self.alpha)
+
+    def nearest_rows(self, batch: Tensor, coords: Tensor) -> Tensor:
+        """Row in the stacked table [coarse; fine; empty] for each point, with the density complement."""
+        # Power-of-two resolutions (ModelConfig.validate) make this equal to fine index // ratio, as when built.
+        coarse_rows = self.coarse.lookup(batch, quantise(coords, self.coarse.resolution))
+        vc, vf = self.coarse.keys.numel(), self.fine.keys.numel()
+        rows = torch.where(coarse_rows >= 0, coarse_rows, torch.full_like(coarse_rows, vc + vf))
+        # a fine voxel exists only inside an occupied coarse voxel: search the fine level for those points only
+        inside = (coarse_rows >= 0).nonzero()[:, 0]
+        fine_rows = self.fine.lookup(batch[inside], quantise(coords[inside], self.fine.resolution))
+        return rows.index_put((inside,), torch.where(fine_rows >= 0, fine_rows + vc, rows[inside]))
+
+    @property
+    def num_voxels(self) -> tuple[int, int]:
+        return self.coarse.keys.numel(), self.fine.keys.numel()
+
+
+def _interpolate_level(level: VoxelLevel, batch: Tensor, coords: Tensor) -> tuple[Tensor, Tensor]:
+    """Trilinear interpolation over the occupied neighbours of one level -> (features [P,C], found [P] bool)."""
+    r = level.resolution
+    grid = (coords + 1.0) * (0.5 * r) - 0.5
+    base = torch.floor(grid)
+    frac = grid - base
+    total = coords.new_zeros(coords.shape[0], level.features.shape[1])
+    weight_sum = coords.new_zeros(coords.shape[0])
+    for corner in range(8):
+        offset = torch.tensor([(corner >> 2) & 1, (corner >> 1) & 1, corner & 1], device=coords.device)
+        index = base.long() + offset
+        inside = ((index >= 0) & (index < r)).all(dim=-1)
+        rows = level.lookup(batch, index.clamp(0, r - 1))
+        w = torch.where(offset.bool(), frac, 1.0 - frac).prod(dim=-1) * ((rows >= 0) & inside)
+        total = total + w[:, None] * level.features[rows.clamp_min(0)]
+        weight_sum = weight_sum + w
+    found = weight_sum > 1e-6
+    return total / weight_sum.clamp_min(1e-6)[:, None], found
+
+
+def mlp(in_dim: int, hidden: int, out_dim: int, layers: int = 2) -> nn.Sequential:
+    modules, previous = [], in_dim
+    for _ in range(layers - 1):
+        modules += [nn.Linear(previous, hidden), nn.ReLU(inplace=True)]
+        previous = hidden
+    modules.append(nn.Linear(previous, out_dim))
+    return nn.Sequential(*modules)
+
+
+class FieldHeads(nn.Module):
+    """Per-voxel (or per-sample) MLPs: density, render features, foundation features, coordinate regression."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        c = config.level_channels + 1
+        self.config = config
+        self.density = mlp(c, config.mlp_hidden, 1)
+        self.render = mlp(c, config.mlp_hidden, config.render_feature_dim)
+        # The paper's foundation head: 64 -> 64 -> 64 -> 64 on the render features of each sample.
+        self.foundation = mlp(config.render_feature_dim, config.feature_dim, config.feature_dim, 3) \
+            if config.feature_head else None
+        self.coordinates = mlp(config.feature_dim, config.mlp_hidden, 3) if config.coordinate_head else None
+
+    def forward(self, raw: Tensor) -> dict[str, Tensor]:
+        """raw voxel features [P, C+1] -> dict of density [P], render [P,Fr], features [P,F], descriptor [P,F]."""
+        out = {"density": F.softplus(self.density(raw)[:, 0] + self.config.density_bias)}
+        render = self.render(raw)
+        out["render"] = render
+        if self.foundation is not None:
+            hidden = self.foundation[:-1](torch.relu(render))
+            out["features"] = self.foundation[-1](hidden)
+            out["descriptor"] = hidden if self.config.descriptor == "internal" else out["features"]
+        return out
+
+    def decode(self, field: SparseVoxelField) -> SparseVoxelField:
+        """Evaluate the heads once per voxel; the stacked table gets a last all-zero row for empty space."""
+        raw = torch.cat([field.coarse.features, field.fine.features], dim=0)
+        outputs = self(raw)
+        field.decoded = {name: torch.cat([value, value.new_zeros((1,) + value.shape[1:])], dim=0)
+                         for name, value in outputs.items()}
+        return field
+
+    def query(self, field: SparseVoxelField, batch: Tensor, points: Tensor, names: tuple[str, ...]
+              ) -> tuple[dict[str, Tensor], Tensor]:
+        """Outputs at ego points [P,3] of batch entries [P]; also returns a mask of points inside occupied voxels."""
+        coords = field.contract(points)
+        if self.config.lookup == "nearest":
+            rows = field.nearest_rows(batch, coords)
+            empty = field.coarse.keys.numel() + field.fine.keys.numel()
+            return {name: field.decoded[name][rows] for name in names}, rows != empty
+        fine, fine_found = _interpolate_level(field.fine, batch, coords)
+        coarse, coarse_found = _interpolate_level(field.coarse, batch, coords)
+        found = fine_found | coarse_found
+        raw = torch.where(fine_found[:, None], fine, coarse)
+        outputs = self(raw[found])
+        result = {}
+        for name in names:
+            value = outputs[name]
+            full = value.new_zeros((points.shape[0],) + value.shape[1:])
+            result[name] = full.index_put((found.nonzero()[:, 0],), value)
+        return result, found
+
+    def fine_voxel_centres(self, field: SparseVoxelField) -> tuple[Tensor, Tensor]:
+        """(batch [Vf], contracted centres [Vf,3]) of the fine level (targets for the coordinate head)."""
+        index = field.fine.indices.long()
+        return index[:, 0], voxel_centres(index[:, 1:], field.fine.resolution)

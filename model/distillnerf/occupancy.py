@@ -1,0 +1,70 @@
+"""Occupancy queries on the Occ3D-nuScenes grid: probability of occupancy per voxel from the field's density.
+
+A voxel's occupancy probability is the chance a ray crossing it is stopped: 1 - exp(-sigma * voxel_size),
+evaluated at the voxel centre or, with ``subsamples`` > 1, as the maximum over a regular sub-grid inside it
+(thin surfaces then still register).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+#: Occ3D-nuScenes class names, index = label; 17 = free.
+OCC3D_CLASSES = ("others", "barrier", "bicycle", "bus", "car", "construction_vehicle", "motorcycle", "pedestrian",
+                 "traffic_cone", "trailer", "truck", "driveable_surface", "other_flat", "sidewalk", "terrain",
+                 "manmade", "vegetation", "free")
+FREE_LABEL = 17
+
+
+@dataclass(frozen=True)
+class OccGridSpec:
+    """A regular ego-frame grid, arrays indexed [ix, iy, iz]; defaults are Occ3D-nuScenes."""
+
+    x_range: tuple[float, float] = (-40.0, 40.0)
+    y_range: tuple[float, float] = (-40.0, 40.0)
+    z_range: tuple[float, float] = (-1.0, 5.4)
+    size: tuple[int, int, int] = (200, 200, 16)
+
+    @property
+    def voxel_size(self) -> tuple[float, float, float]:
+        ranges = (self.x_range, self.y_range, self.z_range)
+        return tuple((hi - lo) / n for (lo, hi), n in zip(ranges, self.size))
+
+    @property
+    def origin(self) -> tuple[float, float, float]:
+        """Ego coordinates of the grid's minimum corner."""
+        return (self.x_range[0], self.y_range[0], self.z_range[0])
+
+    def centres(self, device: torch.device | str = "cpu", subsamples: int = 1) -> Tensor:
+        """Sample points [X*Y*Z*subsamples^3, 3] ordered [ix, iy, iz, sub]; the voxel centre when subsamples is 1."""
+        vs = torch.tensor(self.voxel_size, device=device)
+        origin = torch.tensor(self.origin, device=device)
+        axes = [torch.arange(n, device=device, dtype=torch.float32) for n in self.size]
+        grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 1, 3)
+        offsets = (torch.arange(subsamples, device=device, dtype=torch.float32) + 0.5) / subsamples
+        sub = torch.stack(torch.meshgrid(offsets, offsets, offsets, indexing="ij"), dim=-1).reshape(1, -1, 3)
+        return (origin + (grid + sub) * vs).reshape(-1, 3)
+
+
+def occupancy_probability(model, field, spec: OccGridSpec = OccGridSpec(), subsamples: int = 1) -> Tensor:
+    """[B, X, Y, Z] probability in [0, 1] that each grid voxel is occupied."""
+    device = field.coarse.features.device
+    points = spec.centres(device, subsamples)
+    b = field.batch_size
+    sigma = model.query_density(field, points[None].expand(b, -1, -1))
+    step = min(spec.voxel_size)
+    prob = 1.0 - torch.exp(-sigma * step)
+    prob = prob.reshape(b, *spec.size, subsamples ** 3).amax(dim=-1)
+    return prob.clamp(0.0, 1.0)
+
+
+def semantic_labels(features: Tensor, class_embeddings: Tensor, occupied: Tensor) -> Tensor:
+    """Occ3D labels: occupied voxels take the class whose (normalised) embedding is most similar to their feature
+    (features [..., F], class_embeddings [C, F], occupied [...] bool); free voxels get 17."""
+    f = torch.nn.functional.normalize(features.float(), dim=-1)
+    e = torch.nn.functional.normalize(class_embeddings.float(), dim=-1)
+    labels = (f @ e.T).argmax(dim=-1).to(torch.uint8)
+    return torch.where(occupied, labels, torch.full_like(labels, FREE_LABEL))

@@ -1,0 +1,242 @@
+"""Numpy-level inference facade: images in, depth / RGB / occupancy / semantics / open-vocabulary queries out.
+
+This is what the ROS node and the demo call. Images may come at any resolution; they are resized to the model's
+input size and their intrinsics rescaled here, so callers pass raw camera data.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from distillnerf.config import ModelConfig, load_model_config
+from distillnerf.geometry import project_points, scale_intrinsics
+from distillnerf.model import DistillNeRF
+from distillnerf.occupancy import FREE_LABEL, OCC3D_CLASSES, OccGridSpec, occupancy_probability, semantic_labels
+from distillnerf.timing import StageTimer
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """'auto' = CUDA when available, else CPU; asking for CUDA without one is an error, not a silent fallback."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but CUDA is not available (use 'auto' or 'cpu')")
+    return device
+
+
+@dataclass
+class PerceptionResult:
+    depth: np.ndarray  # [N, h, w] float32 camera z, metres
+    depth_intrinsics: np.ndarray  # [N, 3, 3] intrinsics of the depth images
+    rgb: np.ndarray  # [N, H, W, 3] uint8
+    occupancy_probability: np.ndarray  # [X, Y, Z] float32
+    occupied: np.ndarray  # [X, Y, Z] bool
+    semantics: np.ndarray  # [X, Y, Z] uint8 Occ3D labels (17 free)
+    camera_visible: np.ndarray  # [X, Y, Z] uint8
+    voxel_features: np.ndarray  # [M, F] float32 at occupied voxel centres
+    voxel_centers: np.ndarray  # [M, 3] float32 ego metres
+    timings_ms: dict = field(default_factory=dict)
+    features: np.ndarray | None = None  # [N, F, h, w] rendered foundation features (when the model has the head)
+
+
+class Perception:
+    def __init__(self, model: DistillNeRF, config: ModelConfig, device: str | torch.device = "auto",
+                 extras: dict | None = None, grid: OccGridSpec = OccGridSpec()):
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.config = config
+        self.grid = grid
+        self.extras = dict(extras or {})
+        self.text_encoder = None
+        self.reducer = None
+        self._text_cache: dict[str, torch.Tensor] = {}
+        self._class_embeddings: torch.Tensor | None = None
+        self._last: PerceptionResult | None = None
+        self._restore_text_encoder()
+
+    # -- construction -------------------------------------------------------------------------------------------
+    @classmethod
+    def from_checkpoint(cls, path, device: str = "auto") -> "Perception":
+        from distillnerf.checkpoint import load_checkpoint
+
+        resolved = resolve_device(device)
+        model, config, extras = load_checkpoint(path, map_location=resolved)
+        return cls(model, config, resolved, extras)
+
+    @classmethod
+    def from_config(cls, name_or_path: str = "tiny", device: str = "cpu", seed: int = 0, **overrides) -> "Perception":
+        """A model with seeded random weights (tests, demos before training)."""
+        config = load_model_config(name_or_path, **overrides)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = DistillNeRF(config)
+        return cls(model, config, device)
+
+    def _restore_text_encoder(self) -> None:
+        """Restore the feature reducer and text encoder from checkpoint extras, when present and importable."""
+        if "reducer" not in self.extras:
+            return
+        try:
+            from distillnerf import foundation
+
+            reducer = foundation.FeatureReducer.from_state_dict(self.extras["reducer"])
+            spec = self.extras.get("text_encoder")
+            encoder = foundation.text_encoder_from_spec(spec, device=self.device) if isinstance(spec, dict) else None
+        except Exception as error:  # missing module or weights: everything else still works
+            log.warning("open-vocabulary queries unavailable: %s: %s", type(error).__name__, error)
+            return
+        if encoder is not None:
+            self.set_text_encoder(encoder, reducer)
+        else:
+            self.reducer = reducer
+
+    # -- properties ---------------------------------------------------------------------------------------------
+    @property
+    def camera_names(self) -> tuple[str, ...]:
+        return tuple(self.config.camera_names)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.config.input_size
+
+    @property
+    def render_size(self) -> tuple[int, int]:
+        return self.config.render_size
+
+    # -- inference ----------------------------------------------------------------------------------------------
+    def warmup(self, runs: int = 1) -> None:
+        """Run the nuScenes rig on blank images (first-call allocations and kernel selection happen here)."""
+        from distillnerf.rig import load_rig
+
+        rig = load_rig("nuscenes").resized(*self.input_size)
+        cams = [rig.camera(name) for name in rig.camera_names]
+        images = [np.zeros((self.input_size[1], self.input_size[0], 3), np.uint8) for _ in cams]
+        for _ in range(runs):
+            self.infer(images, [c.intrinsics for c in cams], [c.cam_to_ego for c in cams])
+
+    def _prepare(self, images, intrinsics, cam_to_ego, valid):
+        width, height = self.input_size
+        if not (len(images) == len(intrinsics) == len(cam_to_ego)) or not images:
+            raise ValueError(f"need one intrinsics and one cam_to_ego per image (got {len(images)}, "
+                             f"{len(intrinsics)}, {len(cam_to_ego)})")
+        tensors, ks = [], []
+        for image, k in zip(images, intrinsics):
+            image = np.asarray(image)
+            if image.ndim != 3 or image.shape[2] != 3:
+                raise ValueError(f"images must be HxWx3 RGB arrays, got shape {image.shape}")
+            t = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None].float() / 255.0
+            if t.shape[-2:] != (height, width):
+                t = F.interpolate(t, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
+            tensors.append(t[0])
+            k = torch.as_tensor(np.asarray(k, dtype=np.float64), dtype=torch.float32)
+            ks.append(scale_intrinsics(k, width / image.shape[1], height / image.shape[0]))
+        images_t = torch.stack(tensors)[None]
+        k_t = torch.stack(ks)[None].to(self.device)
+        e_t = torch.as_tensor(np.asarray(cam_to_ego, dtype=np.float32), device=self.device)[None]
+        valid_t = None if valid is None else torch.as_tensor(np.asarray(valid, dtype=bool), device=self.device)[None]
+        return images_t, k_t, e_t, valid_t
+
+    @torch.inference_mode()
+    def infer(self, images, intrinsics, cam_to_ego, valid=None) -> PerceptionResult:
+        timer = StageTimer(self.device)
+        with timer.stage("preprocess"):
+            images_t, k_t, e_t, valid_t = self._prepare(images, intrinsics, cam_to_ego, valid)
+        out = self.model(images_t, k_t, e_t, valid_t, timer=timer)
+        with timer.stage("queries"):
+            field = out["field"]
+            prob = occupancy_probability(self.model, field, self.grid)[0]
+            occupied = prob > self.config.occupancy_threshold
+            centres = self.grid.centres(self.device).reshape(*self.grid.size, 3)
+            voxel_centers = centres[occupied]
+            if self.config.feature_head and voxel_centers.shape[0]:
+                voxel_features = self.model.query_features(field, voxel_centers[None])[0]
+            else:
+                voxel_features = voxel_centers.new_zeros(voxel_centers.shape[0], self.config.feature_dim)
+            semantics = torch.full(self.grid.size, FREE_LABEL, dtype=torch.uint8, device=self.device)
+            class_embeddings = self._class_text_embeddings()
+            if class_embeddings is not None and voxel_features.shape[0]:
+                semantics[occupied] = semantic_labels(voxel_features, class_embeddings,
+                                                      torch.ones_like(occupied[occupied]))
+            else:
+                semantics[occupied] = 0  # 'others': occupied, class unknown without a text encoder
+            valid_cams = valid_t[0] if valid_t is not None else torch.ones(k_t.shape[1], dtype=torch.bool,
+                                                                            device=self.device)
+            visible = self._camera_visible(centres.reshape(-1, 3), out["depth"][0], out["render_intrinsics"][0],
+                                           e_t[0], valid_cams).reshape(self.grid.size)
+            rgb = (out["rgb"][0].permute(0, 2, 3, 1) * 255.0).round().clamp(0, 255).to(torch.uint8)
+            results = {
+                "depth": out["depth"][0].float(), "depth_intrinsics": out["render_intrinsics"][0].float(),
+                "rgb": rgb, "occupancy_probability": prob.float(), "occupied": occupied, "semantics": semantics,
+                "camera_visible": visible.to(torch.uint8), "voxel_features": voxel_features.float(),
+                "voxel_centers": voxel_centers.float(),
+            }
+            if "features" in out:
+                results["features"] = out["features"][0].float()
+            arrays = {name: value.cpu().numpy() for name, value in results.items()}
+        result = PerceptionResult(**arrays, timings_ms=timer.result())
+        self._last = result
+        return result
+
+    def _camera_visible(self, points, depth, intrinsics, cam_to_ego, valid) -> torch.Tensor:
+        """A point is camera-visible when it projects inside a valid camera's image in front of it, and lies no
+        more than ``visibility_margin`` behind the rendered depth there (it is not hidden behind a surface)."""
+        n, h, w = depth.shape
+        visible = torch.zeros(points.shape[0], dtype=torch.bool, device=points.device)
+        uv, z = project_points(points[None].expand(n, -1, -1), intrinsics, cam_to_ego)
+        for cam in range(n):
+            if not bool(valid[cam]):
+                continue
+            u, v = uv[cam, :, 0], uv[cam, :, 1]
+            inside = (z[cam] > 0.1) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
+            iu = u.clamp(0, w - 1).long()
+            iv = v.clamp(0, h - 1).long()
+            surface = depth[cam][iv, iu]
+            visible |= inside & (z[cam] <= surface + self.config.visibility_margin)
+        return visible
+
+    # -- open vocabulary ----------------------------------------------------------------------------------------
+    def set_text_encoder(self, encoder, reducer) -> None:
+        """Enable semantics and text queries: ``encoder.encode(list[str]) -> [K, D]``, ``reducer.reduce(x)`` to
+        the model's feature space (PCA + min-max, as the distilled features)."""
+        self.text_encoder, self.reducer = encoder, reducer
+        self._text_cache.clear()
+        self._class_embeddings = None
+
+    def _text_embeddings(self, texts: list[str]) -> torch.Tensor:
+        missing = [t for t in texts if t not in self._text_cache]
+        if missing:
+            if self.text_encoder is None or self.reducer is None:
+                raise RuntimeError("no text encoder: call set_text_encoder(encoder, reducer) or load a checkpoint "
+                                   "whose extras carry 'reducer' and 'text_encoder'")
+            raw = self.text_encoder.encode([f"a photo of a {t}" for t in missing])
+            reduced = self.reducer.reduce(raw)
+            reduced = reduced.detach().cpu() if torch.is_tensor(reduced) else torch.from_numpy(np.asarray(reduced))
+            reduced = F.normalize(reduced.float(), dim=-1)
+            for text, embedding in zip(missing, reduced):
+                self._text_cache[text] = embedding.to(self.device)
+        return torch.stack([self._text_cache[t] for t in texts])
+
+    def _class_text_embeddings(self) -> torch.Tensor | None:
+        if self.text_encoder is None or self.reducer is None:
+            return None
+        if self._class_embeddings is None:
+            names = [name.replace("_", " ") for name in OCC3D_CLASSES[:FREE_LABEL]]
+            self._class_embeddings = self._text_embeddings(names)
+        return self._class_embeddings
+
+    def query(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """Cosine similarity of the last result's occupied-voxel features with the text: (points [M,3], sim [M])."""
+        embedding = self._text_embeddings([text])[0]
+        if self._last is None:
+            raise RuntimeError("no inference result yet: call infer() before query()")
+        features = torch.as_tensor(self._last.voxel_features, device=self.device)
+        similarity = F.normalize(features, dim=-1) @ embedding
+        return self._last.voxel_centers.astype(np.float32), similarity.float().cpu().numpy()

@@ -1,0 +1,160 @@
+"""Sparse hierarchical voxels: quantise contracted points into two grids over [-1, 1]^3, mean-pool the points of
+each voxel (across cameras and candidates), and run sparse 3x3x3 convolutions fine-to-coarse (spconv).
+
+A level is a sorted list of occupied voxels (batch, ix, iy, iz) with one feature row each; the sorted linear key
+makes nearest-voxel lookup a ``searchsorted``. spconv needs ``ConvAlgo.Native`` on CPU; on CUDA its default
+implicit-GEMM algorithm is used, selected at run time from the features' device.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+with warnings.catch_warnings():  # spconv 2.3 still uses the deprecated torch.cuda.amp decorators
+    warnings.simplefilter("ignore", FutureWarning)
+    import spconv.pytorch as spconv
+
+
+#: Levels with at most this many grid cells (over the batch) look voxels up in a dense row table (int32).
+DENSE_LOOKUP_LIMIT = 1 << 23
+
+
+def quantise(coords: Tensor, resolution: int) -> Tensor:
+    """Voxel index [..., 3] (int64) of contracted coordinates in [-1, 1]^3 on a ``resolution``^3 grid."""
+    # clamp in float first: the value is then non-negative, where truncation (.long()) equals floor
+    half = 0.5 * resolution
+    return (coords * half + half).clamp_(0.0, resolution - 1).long()
+
+
+def voxel_centres(index: Tensor, resolution: int) -> Tensor:
+    """Contracted coordinates of voxel centres."""
+    return (index.float() + 0.5) * (2.0 / resolution) - 1.0
+
+
+def linear_key(batch: Tensor, index: Tensor, resolution: int) -> Tensor:
+    """One int64 key per (batch, ix, iy, iz), ordered batch-major then x, y, z."""
+    r = resolution
+    return ((batch * r + index[..., 0]) * r + index[..., 1]) * r + index[..., 2]
+
+
+def scatter_mean(keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Mean of ``values`` [P, C] per distinct key -> (sorted unique keys [V], means [V, C], counts [V])."""
+    unique, inverse = torch.unique(keys, sorted=True, return_inverse=True)
+    sums = values.new_zeros(unique.shape[0], values.shape[1]).index_add_(0, inverse, values)
+    counts = torch.bincount(inverse, minlength=unique.shape[0])
+    return unique, sums / counts.clamp_min(1)[:, None].to(values.dtype), counts
+
+
+@dataclass
+class VoxelLevel:
+    """One sparse level: ``keys`` sorted, ``indices`` [V, 4] int32 (batch, ix, iy, iz), ``features`` [V, C]."""
+
+    resolution: int
+    keys: Tensor
+    indices: Tensor
+    features: Tensor
+    batch_size: int = 0  # 0 = unknown: lookups then use binary search only
+    _table: Tensor | None = field(default=None, repr=False, compare=False)
+
+    @staticmethod
+    def from_points(batch: Tensor, index: Tensor, values: Tensor, resolution: int, batch_size: int = 0
+                    ) -> "VoxelLevel":
+        """Pool points (batch [P], voxel index [P,3] from :func:`quantise`, values [P,C]) into their voxels."""
+        keys, features, _ = scatter_mean(linear_key(batch, index, resolution), values)
+        return VoxelLevel(resolution, keys, decode_keys(keys, resolution), features, batch_size)
+
+    def lookup(self, batch: Tensor, index: Tensor) -> Tensor:
+        """Row of each (batch, voxel index) in this level, or -1 where the voxel is empty."""
+        keys = linear_key(batch, index, self.resolution)
+        if self.keys.numel() == 0:
+            return torch.full_like(keys, -1)
+        table = self._dense_rows()
+        if table is not None:  # small grids: one gather instead of a binary search
+            return table[keys].long()
+        position = torch.searchsorted(self.keys, keys).clamp_(max=self.keys.numel() - 1)
+        return torch.where(self.keys[position] == keys, position, torch.full_like(position, -1))
+
+    def _dense_rows(self) -> Tensor | None:
+        """Row per linear key over the whole grid (-1 = empty), built once, for grids up to DENSE_LOOKUP_LIMIT
+        cells over the batch (needs ``batch_size``)."""
+        size = self.batch_size * self.resolution ** 3
+        if size == 0 or size > DENSE_LOOKUP_LIMIT:
+            return None
+        if self._table is None or self._table.numel() != size:
+            table = torch.full((size,), -1, dtype=torch.int32, device=self.keys.device)
+            table[self.keys] = torch.arange(self.keys.numel(), dtype=torch.int32, device=self.keys.device)
+            self._table = table
+        return self._table
+
+    def with_features(self, features: Tensor) -> "VoxelLevel":
+        return VoxelLevel(self.resolution, self.keys, self.indices, features, self.batch_size, self._table)
+
+
+def decode_keys(keys: Tensor, resolution: int) -> Tensor:
+    r = resolution
+    z = keys % r
+    y = (keys // r) % r
+    x = (keys // (r * r)) % r
+    b = keys // (r * r * r)
+    return torch.stack([b, x, y, z], dim=-1).int()
+
+
+def select_algo(module: nn.Module, device: torch.device) -> None:
+    """Use the Native algorithm on CPU (the only one spconv implements there), spconv's default on CUDA."""
+    algo = spconv.ConvAlgo.Native if device.type == "cpu" else spconv.ConvAlgo.MaskImplicitGemm
+    for m in module.modules():
+        if isinstance(m, spconv.SubMConv3d) and m.algo != algo:
+            m.algo = algo
+
+
+class SparseResidualNet(nn.Module):
+    """Submanifold 3x3x3 convolutions on one level: in -> hidden (x layers) -> out, with a linear skip."""
+
+    def __init__(self, in_channels: int, hidden: int, out_channels: int, layers: int, key: str):
+        super().__init__()
+        widths = [in_channels] + [hidden] * (max(2, layers) - 1) + [out_channels]
+        # spconv's fused bias is CUDA-only, so biases are added outside the convolution.
+        self.convs = nn.ModuleList(
+            spconv.SubMConv3d(a, b, 3, bias=False, indice_key=key, algo=spconv.ConvAlgo.Native)
+            for a, b in zip(widths[:-1], widths[1:]))
+        self.biases = nn.ParameterList(nn.Parameter(torch.zeros(b)) for b in widths[1:])
+        self.skip = nn.Linear(in_channels, out_channels)
+
+    def forward(self, level: VoxelLevel, batch_size: int) -> Tensor:
+        select_algo(self, level.features.device)
+        r = level.resolution
+        x = spconv.SparseConvTensor(level.features, level.indices, [r, r, r], batch_size)
+        for i, (conv, bias) in enumerate(zip(self.convs, self.biases)):
+            x = conv(x)
+            y = x.features + bias
+            x = x.replace_feature(torch.relu(y) if i < len(self.convs) - 1 else y)
+        return x.features + self.skip(level.features)
+
+
+class HierarchicalVoxelConv(nn.Module):
+    """Fine level first; its output, mean-pooled into coarse voxels, joins the coarse input; the coarse
+    convolution's output then replaces ("rewrites") the coarse level."""
+
+    def __init__(self, channels: int, hidden: int, layers_fine: int, layers_coarse: int):
+        super().__init__()
+        self.fine = SparseResidualNet(channels, hidden, channels, layers_fine, "fine")
+        self.coarse = SparseResidualNet(2 * channels, hidden, channels, layers_coarse, "coarse")
+
+    def forward(self, coarse: VoxelLevel, fine: VoxelLevel, batch_size: int) -> tuple[VoxelLevel, VoxelLevel]:
+        if fine.features.shape[0] == 0:
+            return coarse, fine
+        fine_out = self.fine(fine, batch_size)
+        ratio = fine.resolution // coarse.resolution
+        parent = fine.indices.long()
+        parent_keys = linear_key(parent[:, 0], parent[:, 1:] // ratio, coarse.resolution)
+        rows = torch.searchsorted(coarse.keys, parent_keys)  # parents exist: coarse index = fine index // ratio
+        pooled = fine_out.new_zeros(coarse.features.shape[0], fine_out.shape[1]).index_add_(0, rows, fine_out)
+        counts = torch.bincount(rows, minlength=coarse.features.shape[0]).clamp_min(1)
+        pooled = pooled / counts[:, None].to(pooled.dtype)
+        coarse_in = coarse.with_features(torch.cat([coarse.features, pooled], dim=1))
+        coarse_out = self.coarse(coarse_in, batch_size)
+        return coarse.with_features(coarse_out), fine.with_features(fine_out)

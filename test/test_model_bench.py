@@ -1,0 +1,32 @@
+"""``distillnerf bench --json`` runs and reports every Table 7 row, memory and parameter counts."""
+
+from __future__ import annotations
+
+import json
+
+from distillnerf.cli import main
+
+
+def test_bench_json_runs_on_tiny(capsys):
+    assert main(["bench", "--config", "tiny", "--device", "cpu", "--json", "--warmup", "0", "--runs", "2",
+                 "--threads", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["config"] == "tiny" and result["device"] == "cpu" and result["cameras"] == 6
+    assert set(result["rows"]) == {"single-view encoding", "multi-view fusion", "voxel convolution",
+                                   "projection + ray march", "decoder", "total"}
+    assert all(ms > 0 for ms in result["rows"].values())
+    stages = sum(result["rows"][k] for k in result["rows"] if k != "total")
+    assert result["rows"]["total"] >= 0.99 * stages
+    assert result["peak_memory_mb"] > 10
+    assert result["parameters"]["total"] == sum(v for k, v in result["parameters"].items()
+                                                if k not in ("total", "trainable"))
+    assert result["voxels"]["fine"] >= result["voxels"]["coarse"] > 0
+
+
+def test_bench_table_and_bad_device(capsys):
+    assert main(["bench", "--config", "tiny", "--device", "cpu", "--warmup", "0", "--runs", "1",
+                 "--threads", "1"]) == 0
+    table = capsys.readouterr().out
+    assert "projection + ray march" in table and "peak memory" in table
+    assert main(["bench", "--config", "no-such-config", "--device", "cpu"]) == 1
+    assert "no-such-config" in capsys.readouterr().err

@@ -1,0 +1,71 @@
+"""Checkpoints: round trip (weights, config, extras) and clear errors for corrupt or foreign files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from distillnerf.checkpoint import load_checkpoint, save_checkpoint
+from distillnerf.config import load_model_config
+from distillnerf.model import DistillNeRF
+from distillnerf.rig import load_rig
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread: on a shared 2-core machine two threads oversubscribe and run several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_round_trip_restores_weights_config_and_extras(tmp_path):
+    config = load_model_config("tiny")
+    torch.manual_seed(0)
+    model = DistillNeRF(config).eval()
+    path = save_checkpoint(tmp_path / "sub" / "model.pt", model, config, {"step": 12, "reducer": {"mean": [1.0]}})
+    assert path.is_file() and not list(path.parent.glob(".*.tmp"))
+    loaded, loaded_config, extras = load_checkpoint(path)
+    assert loaded_config == config and extras == {"step": 12, "reducer": {"mean": [1.0]}}
+    assert not loaded.training
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name
+    rig = load_rig("nuscenes").resized(config.input_width, config.input_height)
+    k = torch.tensor(np.stack([c.intrinsics for c in rig.cameras]), dtype=torch.float32)[None]
+    e = torch.tensor(np.stack([c.cam_to_ego for c in rig.cameras]), dtype=torch.float32)[None]
+    images = torch.rand(1, 6, 3, config.input_height, config.input_width)
+    with torch.no_grad():
+        assert torch.allclose(model(images, k, e)["depth"], loaded(images, k, e)["depth"], atol=1e-6)
+
+
+def test_saving_over_an_existing_checkpoint_replaces_it(tmp_path):
+    config = load_model_config("tiny")
+    model = DistillNeRF(config)
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, model, config, {"step": 1})
+    save_checkpoint(path, model, config, {"step": 2})
+    assert load_checkpoint(path)[2]["step"] == 2
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", None])
+def test_corrupt_file_gives_a_clear_error(tmp_path, content):
+    path = tmp_path / "bad.pt"
+    if content is None:  # a real torch file, but not ours
+        torch.save({"weights": torch.zeros(3)}, path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ValueError, match="bad.pt"):
+        load_checkpoint(path)
+
+
+def test_truncated_checkpoint_gives_a_clear_error(tmp_path):
+    config = load_model_config("tiny")
+    path = save_checkpoint(tmp_path / "model.pt", DistillNeRF(config), config, {})
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="not a readable DistillNeRF checkpoint"):
+        load_checkpoint(path)
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "missing.pt")

@@ -1,0 +1,47 @@
+"""Occ3D grid layout, semantic labelling by embedding similarity, and camera visibility of voxels."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from distillnerf.occupancy import FREE_LABEL, OCC3D_CLASSES, OccGridSpec, semantic_labels
+from distillnerf.perception import Perception
+from distillnerf.rig import load_rig
+
+
+def test_occ3d_grid_layout():
+    spec = OccGridSpec()
+    assert spec.size == (200, 200, 16) and np.allclose(spec.voxel_size, 0.4) and spec.origin == (-40.0, -40.0, -1.0)
+    centres = spec.centres().reshape(200, 200, 16, 3)
+    assert torch.allclose(centres[0, 0, 0], torch.tensor([-39.8, -39.8, -0.8]))
+    assert torch.allclose(centres[199, 0, 15], torch.tensor([39.8, -39.8, 5.2]))
+    assert torch.allclose(centres[3, 5, 7], torch.tensor([-40 + 3.5 * 0.4, -40 + 5.5 * 0.4, -1 + 7.5 * 0.4]))
+    sub = OccGridSpec((0.0, 1.0), (0.0, 1.0), (0.0, 1.0), (1, 1, 1)).centres(subsamples=2)
+    assert sub.shape == (8, 3) and torch.allclose(sub.mean(0), torch.tensor([0.5, 0.5, 0.5]))
+    assert len(OCC3D_CLASSES) == 18 and OCC3D_CLASSES[FREE_LABEL] == "free" and OCC3D_CLASSES[4] == "car"
+
+
+def test_semantic_labels_pick_the_most_similar_class():
+    classes = torch.eye(4, 8)  # 4 classes, orthogonal embeddings
+    features = torch.tensor([[0.1, 5.0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 2.0, 0, 0, 0, 0], [3.0, 0, 0, 0, 0, 0, 0, 0]])
+    occupied = torch.tensor([True, True, False])
+    assert semantic_labels(features, classes, occupied).tolist() == [1, 3, FREE_LABEL]
+
+
+def test_camera_visibility_respects_frustum_depth_and_validity():
+    p = Perception.from_config("tiny", device="cpu", seed=0)
+    rig = load_rig("nuscenes").resized(32, 18)
+    k = torch.tensor(np.stack([c.intrinsics for c in rig.cameras]), dtype=torch.float32)
+    e = torch.tensor(np.stack([c.cam_to_ego for c in rig.cameras]), dtype=torch.float32)
+    depth = torch.full((6, 18, 32), 20.0)  # every camera sees a surface 20 m away (camera z)
+    front = rig.camera_names.index("CAM_FRONT")
+    ahead_near = [1.7 + 10.0, 0.0, 1.5]  # 10 m in front of the front camera: visible
+    ahead_far = [1.7 + 30.0, 0.0, 1.5]   # behind the 20 m surface by more than the margin: hidden
+    above = [0.0, 0.0, 60.0]              # straight up: in no camera's image
+    points = torch.tensor([ahead_near, ahead_far, above])
+    valid = torch.ones(6, dtype=torch.bool)
+    visible = p._camera_visible(points, depth, k, e, valid)
+    assert visible.tolist() == [True, False, False]
+    valid[front] = False  # the front camera dropped: nothing else looks straight ahead
+    assert p._camera_visible(points, depth, k, e, valid).tolist() == [False, False, False]
