@@ -8,6 +8,13 @@ from pathlib import Path
 
 import pytest
 
+try:  # Tests are correctness checks, not benchmarks: one thread avoids oversubscribing small CI machines.
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("DISTILLNERF_TEST_THREADS", "1")))
+except ImportError:  # pragma: no cover - torch is part of the environment
+    pass
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 NUSCENES_TINY = SHARED_DATA / "nuscenes-tiny"

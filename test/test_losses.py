@@ -1,0 +1,153 @@
+"""Losses against hand-computed values; gradient routing of the distillation terms; the combined loss."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from distillnerf_train.losses import (DistillNeRFLoss, LossConfig, VGGPerceptualLoss, backproject_depth,
+                                      dense_depth_loss, density_distillation_loss, lidar_depth_loss,
+                                      opacity_loss, ray_entropy_loss, rgb_l1_loss, sample_distillation_points)
+
+
+def test_lidar_depth_loss_hand_computed():
+    pred = torch.tensor([[[[10.0, 100.0, 5.0]]]])  # [B=1,N=1,h=1,w=3]
+    target = torch.tensor([[[[20.0, 40.0, 0.0]]]])  # 0 = no LiDAR return
+    # clamp to [1, 80], divide by 80: diffs -10/80 and 40/80
+    d = torch.tensor([-10 / 80, 40 / 80])
+    expected = (d ** 2).mean() + 0.1 * d.abs().mean()
+    assert lidar_depth_loss(pred, target, 1.0, 80.0) == pytest.approx(float(expected))
+    assert lidar_depth_loss(target, target, 1.0, 80.0) == 0.0
+    # an invalid camera contributes nothing
+    pred2 = torch.cat([pred, pred + 7], 1)
+    target2 = torch.cat([target, target], 1)
+    assert lidar_depth_loss(pred2, target2, 1.0, 80.0, torch.tensor([[True, False]])) == pytest.approx(float(expected))
+
+
+def test_dense_depth_loss_near_far_normalisation():
+    pred = torch.tensor([[[[30.0, 100.0, 3.0]]]])
+    target = torch.tensor([[[[20.0, 115.0, 0.0]]]])  # near pixel / 50, sky (115) / 120, no data
+    d = torch.tensor([10 / 50, -15 / 120])
+    expected = (d ** 2).mean() + 0.1 * d.abs().mean()
+    assert dense_depth_loss(pred, target, 50.0, 120.0) == pytest.approx(float(expected))
+
+
+def test_entropy_opacity_rgb():
+    uniform = torch.full((4, 8), 0.1)
+    assert ray_entropy_loss(uniform) == pytest.approx(math.log(8), rel=1e-5)
+    peaked = torch.zeros(4, 8)
+    peaked[:, 3] = 0.9
+    assert ray_entropy_loss(peaked) == pytest.approx(0.0, abs=1e-5)
+    assert opacity_loss(torch.full((10,), 0.5)) == pytest.approx(math.log(2), rel=1e-5)
+    assert opacity_loss(torch.ones(10)) < 1e-4
+    a, b = torch.zeros(1, 2, 3, 4, 4), torch.full((1, 2, 3, 4, 4), 0.25)
+    assert rgb_l1_loss(a, b) == pytest.approx(0.25)
+    b[:, 1] = 1.0
+    assert rgb_l1_loss(a, b, torch.tensor([[True, False]])) == pytest.approx(0.25)
+
+
+def test_density_distillation_stops_teacher_gradient():
+    student = torch.tensor([0.0, 1.0, 5.0], requires_grad=True)
+    teacher = torch.tensor([2.0, 1.0, 0.0], requires_grad=True)
+    loss = density_distillation_loss(student, teacher, step=0.4)
+    o_s, o_t = 1 - torch.exp(-student.detach() * 0.4), 1 - torch.exp(-teacher.detach() * 0.4)
+    assert float(loss.detach()) == pytest.approx(float(((o_s - o_t) ** 2).mean()))
+    loss.backward()
+    assert teacher.grad is None and student.grad is not None and student.grad[0] < 0  # pushed up towards teacher
+
+
+def test_backprojection_and_distillation_points():
+    k = torch.tensor([[20.0, 0, 8], [0, 20.0, 4], [0, 0, 1]]).expand(1, 2, 3, 3)
+    pose = torch.eye(4).repeat(1, 2, 1, 1)
+    pose[0, 1, :3, 3] = torch.tensor([1.0, 2.0, 3.0])
+    depth = torch.full((1, 2, 8, 16), 10.0)
+    points = backproject_depth(depth, k, pose)
+    assert points.shape == (1, 2 * 8 * 16, 3)
+    # pixel (u=0.5, v=0.5) of camera 0 at z = 10: x = (0.5 - 8) / 20 * 10
+    assert torch.allclose(points[0, 0], torch.tensor([-3.75, -1.75, 10.0]))
+    assert torch.allclose(points[0, 128], torch.tensor([-3.75 + 1, -1.75 + 2, 13.0]))
+    samples = sample_distillation_points(depth, k, pose, 100, torch.Generator().manual_seed(0))
+    assert samples.shape == (1, 100, 3)
+    uniform = samples[0, 50:]
+    assert (uniform[:, 0].abs() <= 40).all() and (uniform[:, 2] >= -1).all() and (uniform[:, 2] <= 5.4).all()
+    assert (samples[0, :50, 2] > 8).all()  # near the 10 m surfaces
+
+
+def _fake_out_and_batch(n: int = 2):
+    out = {"rgb": torch.full((1, n, 3, 8, 8), 0.5, requires_grad=True),
+           "depth": torch.full((1, n, 4, 4), 10.0, requires_grad=True),
+           "coarse_depth": torch.full((1, n, 8, 8), 12.0, requires_grad=True),
+           "opacity": torch.full((1, n, 4, 4), 0.9), "weights": torch.full((1, n, 4, 4, 5), 0.2)}
+    batch = {"images": torch.zeros(1, n, 3, 8, 8), "camera_valid": torch.ones(1, n, dtype=torch.bool),
+             "lidar_depth": torch.full((1, n, 4, 4), 20.0), "dense_depth": torch.zeros(1, n, 4, 4),
+             "dense_depth_valid": torch.zeros(1, n, dtype=torch.bool)}
+    return out, batch
+
+
+def test_combined_loss_terms_and_skips():
+    out, batch = _fake_out_and_batch()
+    loss = DistillNeRFLoss(LossConfig())
+    total, terms = loss(out, batch)
+    assert set(terms) == {"rgb_l1", "lidar_depth", "lidar_coarse_depth", "entropy", "opacity"}  # no dense targets
+    assert terms["rgb_l1"] == pytest.approx(0.5)
+    d = 10 / 80
+    assert terms["lidar_depth"] == pytest.approx(10 * (d ** 2 + 0.1 * d))
+    assert float(total.detach()) == pytest.approx(sum(terms.values()), rel=1e-6)
+    total.backward()
+    assert out["depth"].grad is not None and out["coarse_depth"].grad is not None
+    batch["dense_depth"][:, 0] = 115.0
+    batch["dense_depth_valid"][:, 0] = True
+    _, terms = loss(out, batch)
+    assert terms["dense_depth"] == pytest.approx(10 * ((105 / 120) ** 2 + 0.1 * 105 / 120), rel=1e-5)
+    off = LossConfig(**{k: 0.0 for k in ("rgb_l1", "lidar_depth", "lidar_coarse_depth", "dense_depth", "entropy",
+                                         "opacity")})
+    with pytest.raises(ValueError, match="nothing to train"):
+        DistillNeRFLoss(off)(out, batch)
+    with pytest.raises(ValueError, match="unknown key"):
+        LossConfig.from_dict({"rgb_l2": 1.0})
+
+
+def test_lpips_needs_local_weights(tmp_path):
+    with pytest.raises(FileNotFoundError, match="VGG16"):
+        VGGPerceptualLoss(str(tmp_path / "vgg16.pth"))
+    with pytest.raises(FileNotFoundError):
+        DistillNeRFLoss(LossConfig(rgb_lpips=1.0, lpips_vgg_weights=str(tmp_path / "none.pth")))
+
+
+def test_train_step_with_model_dropout_and_distillation():
+    """The real tiny model: camera dropout never drops every camera, KDBTS and coordinate terms get gradients."""
+    from distillnerf.config import load_model_config
+    from distillnerf.model import DistillNeRF
+    from distillnerf_train.trainer import TrainStep
+
+    torch.manual_seed(0)
+    config = load_model_config("tiny", coordinate_head=True)
+    model = DistillNeRF(config)
+    losses = LossConfig(density_distill=1.0, density_points=256, camera_dropout=1.0, camera_dropout_max=5,
+                        coordinate=1.0)
+    step = TrainStep(model, DistillNeRFLoss(losses), render_virtual=True).train()
+    valid = torch.tensor([[True, True, False, True, True, True]])
+    for _ in range(10):
+        dropped = step._dropout(valid)
+        assert dropped.sum() >= 1 and not (dropped & ~valid).any() and dropped.sum() < valid.sum()
+    n, (w, h), (rw, rh) = 6, config.input_size, config.render_size
+    k = torch.tensor([[w / 2, 0, w / 2], [0, w / 2, h / 2], [0, 0, 1.0]]).expand(1, n, 3, 3)
+    from distillnerf.rig import load_rig
+
+    rig = load_rig("nuscenes")
+    poses = torch.from_numpy(np.stack([c.cam_to_ego for c in rig.cameras])).float()[None]
+    virtual = poses[:, :, None].repeat(1, 1, 3, 1, 1)
+    virtual[..., 0, 3] += 1.0
+    batch = {"images": torch.rand(1, n, 3, h, w), "intrinsics": k, "cam_to_ego": poses, "camera_valid": valid,
+             "lidar_depth": torch.full((1, n, rh, rw), 15.0), "dense_depth": torch.zeros(1, n, rh, rw),
+             "dense_depth_valid": torch.zeros(1, n, dtype=torch.bool), "virtual_valid": torch.ones(1, n, 3).bool(),
+             "virtual_rgb": torch.rand(1, n, 3, 3, h, w), "virtual_depth": torch.full((1, n, 3, rh, rw), 15.0),
+             "virtual_cam_to_ego": virtual}
+    total, terms, out = step(batch)
+    assert {"density_distill", "coordinate", "virtual_rgb", "virtual_depth"} <= set(terms)
+    total.backward()
+    grads = [p.grad for p in model.decoder.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)

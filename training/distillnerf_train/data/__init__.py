@@ -1,0 +1,6 @@
+"""Data loading: one nuScenes-format keyframe loader for real nuScenes, the synthetic world and nuscenes-tiny."""
+
+from .nuscenes import DataConfig, NuScenesKeyframes, load_lidar_points, open_nuscenes
+from .targets import VIRTUAL_VIEWS
+
+__all__ = ["DataConfig", "NuScenesKeyframes", "VIRTUAL_VIEWS", "load_lidar_points", "open_nuscenes"]

@@ -1,0 +1,254 @@
+"""DistillNeRF's training losses, each a small function; weights and ranges come from the ``losses:`` config.
+
+Conventions: predicted and target depths are camera z in metres, targets use 0 for "no data"; image tensors are
+``[B,N,3,H,W]`` in [0, 1]; per-camera validity masks ``[B,N]`` exclude cameras missing from the data and, in
+camera-dropout steps, the dropped cameras (only the 3D density distillation speaks about what they saw).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from distillnerf.metrics import ssim_map
+
+from .dataclass_config import dataclass_from_dict
+
+
+@dataclass
+class LossConfig:
+    """Loss weights (0 disables a term) and ranges; defaults are the official code's."""
+
+    rgb_l1: float = 1.0
+    rgb_ssim: float = 0.0
+    rgb_lpips: float = 0.0  # needs lpips_vgg_weights (a local torchvision VGG16 state dict)
+    lpips_vgg_weights: str = ""
+    lidar_depth: float = 10.0
+    lidar_coarse_depth: float = 10.0  # the same loss on stage-1 depth
+    lidar_min_depth: float = 1.0
+    lidar_max_depth: float = 80.0
+    dense_depth: float = 10.0  # teacher (offline NeRF) or exact dense depth, sky = sky depth
+    dense_near_range: float = 50.0
+    dense_far_range: float = 120.0
+    virtual_rgb: float = 1.0
+    virtual_depth: float = 1.0
+    features: float = 1.0
+    entropy: float = 0.01
+    opacity: float = 0.1
+    density_distill: float = 0.0  # KDBTS: student density at 3D points matches the all-camera teacher's
+    density_points: int = 4096
+    density_step: float = 0.4  # metres: density -> occupancy 1 - exp(-sigma * step) before comparing
+    camera_dropout: float = 0.0  # probability of dropping cameras for the student in a density-distill step
+    camera_dropout_max: int = 2  # at most this many cameras dropped
+    coordinate: float = 0.0  # FeatureNeRF coordinate regression (needs the model's coordinate head)
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "LossConfig":
+        return dataclass_from_dict(cls, data, "losses")
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    mask = mask.to(values.dtype)
+    return (values * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def _camera_mask(camera_valid: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    """Per-pixel mask ``like``-shaped ([B,N,...]) from a per-camera (or per-view, [B,N,V]) mask."""
+    if camera_valid is None:
+        return torch.ones_like(like, dtype=torch.bool)
+    extra = like.dim() - camera_valid.dim()
+    return camera_valid.reshape(*camera_valid.shape, *([1] * extra)).expand_as(like).bool()
+
+
+def rgb_l1_loss(pred: torch.Tensor, target: torch.Tensor, camera_valid: torch.Tensor | None = None) -> torch.Tensor:
+    return _masked_mean((pred - target).abs(), _camera_mask(camera_valid, pred))
+
+
+def rgb_ssim_loss(pred: torch.Tensor, target: torch.Tensor, camera_valid: torch.Tensor | None = None) -> torch.Tensor:
+    """1 - SSIM, averaged over valid cameras."""
+    b, n = pred.shape[:2]
+    per_image = 1.0 - ssim_map(pred.flatten(0, 1).float(), target.flatten(0, 1).float()).mean(dim=(1, 2, 3))
+    return _masked_mean(per_image.view(b, n), _camera_mask(camera_valid, per_image.view(b, n)))
+
+
+def lidar_depth_loss(pred: torch.Tensor, target: torch.Tensor, min_depth: float, max_depth: float,
+                     camera_valid: torch.Tensor | None = None) -> torch.Tensor:
+    """The official LiDAR loss: clamp to the range, divide by the range, MSE + 0.1 * L1 over pixels with data."""
+    valid = (target >= min_depth) & (target <= max_depth) & _camera_mask(camera_valid, target)
+    p = pred.clamp(min_depth, max_depth) / max_depth
+    t = target.clamp(min_depth, max_depth) / max_depth
+    diff = p - t
+    return _masked_mean(diff ** 2, valid) + 0.1 * _masked_mean(diff.abs(), valid)
+
+
+def dense_depth_loss(pred: torch.Tensor, target: torch.Tensor, near_range: float, far_range: float,
+                     camera_valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Dense (teacher / exact) depth: pixels nearer than ``near_range`` are normalised by it, the rest (including
+    sky at 115 m) by ``far_range``, so near geometry is not drowned by far errors. MSE + 0.1 * L1."""
+    valid = (target > 0) & _camera_mask(camera_valid, target)
+    scale = torch.where(target < near_range, torch.full_like(target, near_range), torch.full_like(target, far_range))
+    diff = (pred.clamp(0.0, far_range) - target.clamp(0.0, far_range)) / scale
+    return _masked_mean(diff ** 2, valid) + 0.1 * _masked_mean(diff.abs(), valid)
+
+
+def feature_l1_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """L1 between rendered ``[B,N,F,h,w]`` and PCA-reduced target features, cameras with a target only."""
+    return _masked_mean((pred - target).abs(), _camera_mask(valid, pred))
+
+
+def ray_entropy_loss(weights: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Entropy of the normalised ray weights ``[..., S]``: low entropy = one sharp surface per ray."""
+    p = weights / weights.sum(-1, keepdim=True).clamp_min(eps)
+    return -(p * torch.log(p + eps)).sum(-1).mean()
+
+
+def opacity_loss(opacity: torch.Tensor) -> torch.Tensor:
+    """BCE of the accumulated opacity towards 1 (= -log p): in a street scene every ray ends on a surface or the
+    sky. Written out because ``F.binary_cross_entropy`` refuses to run under CUDA autocast."""
+    return -torch.log(opacity.float().clamp(1e-5, 1.0)).mean()
+
+
+def density_distillation_loss(student_density: torch.Tensor, teacher_density: torch.Tensor,
+                              step: float) -> torch.Tensor:
+    """KDBTS 3D distillation: match occupancy 1 - exp(-sigma * step) at shared points; the teacher is a fixed
+    target (stop-gradient), so only the student learns to infer geometry it cannot see."""
+    student = 1.0 - torch.exp(-student_density.float() * step)
+    teacher = 1.0 - torch.exp(-teacher_density.detach().float() * step)
+    return F.mse_loss(student, teacher)
+
+
+def coordinate_loss(pred_xyz: torch.Tensor, target_xyz: torch.Tensor) -> torch.Tensor:
+    """FeatureNeRF cycle: the 3D descriptor must encode where it is (L1 on regressed coordinates)."""
+    return (pred_xyz - target_xyz.detach()).abs().mean()
+
+
+def backproject_depth(depth: torch.Tensor, intrinsics: torch.Tensor, cam_to_ego: torch.Tensor) -> torch.Tensor:
+    """Ego-frame points ``[B, N*h*w, 3]`` of camera-z depth images ``[B,N,h,w]`` (pixel centres)."""
+    b, n, h, w = depth.shape
+    v, u = torch.meshgrid(torch.arange(h, device=depth.device, dtype=depth.dtype) + 0.5,
+                          torch.arange(w, device=depth.device, dtype=depth.dtype) + 0.5, indexing="ij")
+    pixels = torch.stack([u, v, torch.ones_like(u)], -1).reshape(1, 1, -1, 3)
+    rays = pixels @ torch.linalg.inv(intrinsics.to(depth.dtype)).transpose(-1, -2)  # z = 1
+    points_cam = rays * depth.reshape(b, n, -1, 1)
+    rotation, translation = cam_to_ego[..., :3, :3].to(depth.dtype), cam_to_ego[..., :3, 3].to(depth.dtype)
+    return (points_cam @ rotation.transpose(-1, -2) + translation[:, :, None]).reshape(b, -1, 3)
+
+
+def sample_distillation_points(teacher_depth: torch.Tensor, intrinsics: torch.Tensor, cam_to_ego: torch.Tensor,
+                               count: int, generator: torch.Generator | None = None,
+                               bounds: tuple[tuple[float, float], ...] = ((-40, 40), (-40, 40), (-1, 5.4))
+                               ) -> torch.Tensor:
+    """Half the points near the teacher's surfaces (where occupancy changes), half uniform in the Occ3D box."""
+    b = teacher_depth.shape[0]
+    device = teacher_depth.device
+    surface = backproject_depth(teacher_depth.detach(), intrinsics, cam_to_ego)
+    half = count // 2
+    index = torch.randint(0, surface.shape[1], (b, half), generator=generator).to(device)
+    near = torch.gather(surface, 1, index[..., None].expand(-1, -1, 3))
+    near = near + 0.2 * torch.randn(near.shape, generator=generator).to(device, near.dtype)
+    low = torch.tensor([lo for lo, _ in bounds], dtype=near.dtype, device=device)
+    high = torch.tensor([hi for _, hi in bounds], dtype=near.dtype, device=device)
+    uniform = low + (high - low) * torch.rand(b, count - half, 3, generator=generator).to(device, near.dtype)
+    return torch.cat([near, uniform], 1)
+
+
+class VGGPerceptualLoss(torch.nn.Module):
+    """LPIPS-style distance on VGG16 features (unit-normalised channels, equal layer weights).
+
+    Built only from a local torchvision VGG16 weights file: without real weights a perceptual loss is noise.
+    """
+
+    LAYERS = (3, 8, 15, 22, 29)  # relu1_2, relu2_2, relu3_3, relu4_3, relu5_3
+
+    def __init__(self, weights_path: str) -> None:
+        super().__init__()
+        from torchvision.models import vgg16
+
+        path = Path(weights_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"LPIPS needs local VGG16 weights; no file at {path}")
+        model = vgg16()
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        self.features = model.features[: self.LAYERS[-1] + 1].eval().requires_grad_(False)
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        x = (pred.flatten(0, -4) - self.mean) / self.std
+        y = (target.flatten(0, -4) - self.mean) / self.std
+        total = x.new_zeros(())
+        for i, layer in enumerate(self.features):
+            x, y = layer(x), layer(y)
+            if i in self.LAYERS:
+                nx = x / (x.norm(dim=1, keepdim=True) + 1e-10)
+                ny = y / (y.norm(dim=1, keepdim=True) + 1e-10)
+                total = total + ((nx - ny) ** 2).sum(1).mean()
+        return total
+
+
+class DistillNeRFLoss(torch.nn.Module):
+    """All weighted terms for one batch: ``loss(out, batch) -> (total, {term: value})``.
+
+    ``out`` is the model's output dict; ``batch`` the loader's dict. Terms whose targets are absent from the
+    batch (no teacher, no features) are skipped rather than fed zeros. ``extra`` carries outputs computed
+    outside the main forward pass (virtual-view renders, distillation densities, coordinates).
+    """
+
+    def __init__(self, config: LossConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.perceptual = VGGPerceptualLoss(config.lpips_vgg_weights) if config.rgb_lpips > 0 else None
+
+    def forward(self, out: dict, batch: dict, extra: dict | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        cfg, extra = self.config, extra or {}
+        valid = batch.get("camera_valid")
+        terms: dict[str, torch.Tensor] = {}
+        if cfg.rgb_l1 > 0:
+            terms["rgb_l1"] = cfg.rgb_l1 * rgb_l1_loss(out["rgb"], batch["images"], valid)
+        if cfg.rgb_ssim > 0:
+            terms["rgb_ssim"] = cfg.rgb_ssim * rgb_ssim_loss(out["rgb"], batch["images"], valid)
+        if self.perceptual is not None:
+            keep = valid.flatten() if valid is not None else slice(None)
+            terms["rgb_lpips"] = cfg.rgb_lpips * self.perceptual(out["rgb"].flatten(0, 1)[keep],
+                                                                 batch["images"].flatten(0, 1)[keep])
+        if cfg.lidar_depth > 0 and "lidar_depth" in batch:
+            terms["lidar_depth"] = cfg.lidar_depth * lidar_depth_loss(
+                out["depth"], batch["lidar_depth"], cfg.lidar_min_depth, cfg.lidar_max_depth, valid)
+        if cfg.lidar_coarse_depth > 0 and "lidar_depth" in batch and "coarse_depth" in out:
+            coarse = F.interpolate(out["coarse_depth"].flatten(0, 1)[:, None], size=batch["lidar_depth"].shape[-2:],
+                                   mode="area")[:, 0].view_as(batch["lidar_depth"])
+            terms["lidar_coarse_depth"] = cfg.lidar_coarse_depth * lidar_depth_loss(
+                coarse, batch["lidar_depth"], cfg.lidar_min_depth, cfg.lidar_max_depth, valid)
+        if cfg.dense_depth > 0 and "dense_depth" in batch and bool(batch["dense_depth_valid"].any()):
+            mask = batch["dense_depth_valid"] & (valid if valid is not None else True)
+            terms["dense_depth"] = cfg.dense_depth * dense_depth_loss(
+                out["depth"], batch["dense_depth"], cfg.dense_near_range, cfg.dense_far_range, mask)
+        if "virtual" in extra:
+            v_valid = batch["virtual_valid"]
+            if cfg.virtual_rgb > 0:
+                terms["virtual_rgb"] = cfg.virtual_rgb * _masked_mean(
+                    (extra["virtual"]["rgb"] - batch["virtual_rgb"]).abs(),
+                    _camera_mask(v_valid, extra["virtual"]["rgb"]))
+            if cfg.virtual_depth > 0:
+                terms["virtual_depth"] = cfg.virtual_depth * dense_depth_loss(
+                    extra["virtual"]["depth"], batch["virtual_depth"], cfg.dense_near_range, cfg.dense_far_range,
+                    v_valid)
+        if cfg.features > 0 and "features" in out and "features" in batch and bool(batch["features_valid"].any()):
+            terms["features"] = cfg.features * feature_l1_loss(out["features"], batch["features"],
+                                                               batch["features_valid"])
+        if cfg.entropy > 0 and "weights" in out:
+            terms["entropy"] = cfg.entropy * ray_entropy_loss(out["weights"])
+        if cfg.opacity > 0 and "opacity" in out:
+            terms["opacity"] = cfg.opacity * opacity_loss(out["opacity"])
+        if cfg.density_distill > 0 and "density" in extra:
+            terms["density_distill"] = cfg.density_distill * density_distillation_loss(
+                extra["density"]["student"], extra["density"]["teacher"], cfg.density_step)
+        if cfg.coordinate > 0 and "coordinates" in extra:
+            terms["coordinate"] = cfg.coordinate * coordinate_loss(*extra["coordinates"])
+        if not terms:
+            raise ValueError("every loss term is disabled or lacks its target: nothing to train on")
+        total = torch.stack([t.float() for t in terms.values()]).sum()
+        return total, {name: float(value.detach()) for name, value in terms.items()}
