@@ -1,0 +1,167 @@
+"""Health bookkeeping of the node, reported on /diagnostics, and throttled warnings.
+
+Plain Python (no ROS) so the rules are unit-tested; ``to_diagnostic_array`` builds the message. Times are
+steady-clock seconds (``time.monotonic``): a replayed bag's 2018 stamps must not make fresh data look stale.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+OK, WARN, ERROR, STALE = 0, 1, 2, 3
+
+
+class ThrottledWarnings:
+    """Lets one warning per key through every ``period`` seconds; counts the ones held back."""
+
+    def __init__(self, period: float, clock=time.monotonic):
+        self.period = period
+        self._clock = clock
+        self._last: dict = {}
+        self.suppressed: Counter = Counter()
+
+    def allow(self, key) -> bool:
+        now = self._clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self.period:
+            self.suppressed[key] += 1
+            return False
+        self._last[key] = now
+        return True
+
+
+@dataclass
+class CameraHealth:
+    received: int = 0
+    last_arrival: float | None = None
+    arrivals: deque = field(default_factory=lambda: deque(maxlen=2))
+    problems: Counter = field(default_factory=Counter)
+    last_problem: str = ""
+    last_problem_time: float | None = None
+    missing: bool = False
+
+
+@dataclass
+class Status:
+    name: str
+    level: int
+    message: str
+    values: dict
+
+
+class Health:
+    """Counters and recent events of the node; ``statuses()`` turns them into diagnostics entries."""
+
+    def __init__(self, node_name: str, cameras, recent: float = 5.0, clock=time.monotonic):
+        self.node_name = node_name
+        self.cameras = {camera: CameraHealth() for camera in cameras}
+        self.recent = recent  # a problem this recent makes its entry WARN
+        self._clock = clock
+        self.started = clock()
+        self.model: dict = {}
+        self.inferences = 0
+        self.skipped_no_subscribers = 0
+        self.sets_dropped = 0
+        self.sets_rejected = 0
+        self.resets = 0
+        self.last_reset_reason = ""
+        self.processing_ms: deque = deque(maxlen=50)
+        self.latency_ms: deque = deque(maxlen=50)
+        self.query_state = "no query"
+        self.errors: Counter = Counter()
+        self.last_error = ""
+
+    def received(self, camera) -> None:
+        health = self.cameras[camera]
+        health.received += 1
+        health.last_arrival = self._clock()
+        health.arrivals.append(health.last_arrival)
+        health.missing = False
+
+    def problem(self, camera, kind: str, message: str) -> None:
+        health = self.cameras.get(camera)
+        if health is None:
+            self.errors[kind] += 1
+            self.last_error = message
+            return
+        health.problems[kind] += 1
+        health.last_problem = f"{kind}: {message}"
+        health.last_problem_time = self._clock()
+
+    def silent_cameras(self, timeout: float) -> list:
+        """Cameras silent for ``timeout`` s while another camera delivered at least twice meanwhile (a camera
+        never heard counts from start-up). Two arrivals, not one, so that a camera whose image of the current
+        cycle is merely a few ms behind the others' is not taken for missing when frames come slowly; and when
+        every camera is silent the stream is idle (a paused bag), not a dropout: none is listed."""
+        now = self._clock()
+        newest = max((h.last_arrival for h in self.cameras.values() if h.last_arrival is not None), default=None)
+        silent = []
+        for camera, health in self.cameras.items():
+            last = health.last_arrival if health.last_arrival is not None else self.started
+            others_went_on = any(len(other.arrivals) == 2 and other.arrivals[0] > last
+                                 for name, other in self.cameras.items() if name != camera)
+            health.missing = (newest is not None and now - newest <= timeout and now - last > timeout
+                              and others_went_on)
+            if health.missing:
+                silent.append(camera)
+        return silent
+
+    def statuses(self) -> list[Status]:
+        """Runs on the executor thread while the worker updates counters: containers are copied first (a C-level
+        copy is atomic under the GIL; iterating a live dict in Python is not)."""
+        now = self._clock()
+        prefix = f"{self.node_name}: "
+        out = []
+        processing_ms, latency_ms, errors = tuple(self.processing_ms), tuple(self.latency_ms), dict(self.errors)
+        processing = sum(processing_ms) / len(processing_ms) if processing_ms else float("nan")
+        latency = sum(latency_ms) / len(latency_ms) if latency_ms else float("nan")
+        model_level = OK if self.model.get("ready") else WARN
+        message = "ready" if self.model.get("ready") else "loading"
+        if errors:
+            model_level, message = WARN, f"inference errors: {self.last_error}"
+        out.append(Status(prefix + "inference", model_level, message, {
+            **{key: str(value) for key, value in dict(self.model).items()},
+            "inferences": str(self.inferences),
+            "sets_dropped_newer_arrived": str(self.sets_dropped),
+            "sets_rejected_bad_input": str(self.sets_rejected),
+            "skipped_no_subscribers": str(self.skipped_no_subscribers),
+            "processing_time_ms_mean": f"{processing:.1f}",
+            "pipeline_latency_ms_mean": f"{latency:.1f}",
+            "query": self.query_state,
+            **{f"errors_{kind}": str(count) for kind, count in errors.items()},
+        }))
+        missing = [camera for camera, health in self.cameras.items() if health.missing]
+        sync_level = ERROR if len(missing) == len(self.cameras) else WARN if missing else OK
+        sync_message = ("no camera delivers images" if sync_level == ERROR else
+                        f"inferring without {', '.join(missing)}" if missing else "all cameras synchronised")
+        out.append(Status(prefix + "synchronizer", sync_level, sync_message, {
+            "missing_cameras": ",".join(missing), "resets": str(self.resets),
+            "last_reset": self.last_reset_reason}))
+        for camera, health in self.cameras.items():
+            recent = health.last_problem_time is not None and now - health.last_problem_time < self.recent
+            if health.missing:
+                level, message = WARN, "missing (no image within camera_timeout): left out of the set"
+            elif recent:
+                level, message = WARN, health.last_problem
+            else:
+                level, message = OK, "ok"
+            age = "never" if health.last_arrival is None else f"{now - health.last_arrival:.2f}"
+            out.append(Status(prefix + f"input {camera}", level, message, {
+                "received": str(health.received), "seconds_since_last": age,
+                "last_problem": health.last_problem,
+                **{f"dropped_{kind}": str(count) for kind, count in sorted(dict(health.problems).items())}}))
+        return out
+
+
+def to_diagnostic_array(statuses: list[Status], stamp, hardware_id: str):
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+    array = DiagnosticArray()
+    array.header.stamp = stamp
+    for status in statuses:
+        array.status.append(DiagnosticStatus(
+            level=bytes([status.level]), name=status.name, message=status.message, hardware_id=hardware_id,
+            values=[KeyValue(key=key, value=value) for key, value in status.values.items()]))
+    return array

@@ -1,0 +1,295 @@
+"""The node's logic in-process, through its InferenceBackend seam: input checks, synchronisation, dropout,
+model inputs, skipping without subscribers, diagnostics, the query parameter. (The end-to-end tests in
+test_node_e2e.py run the real model in a separate process over DDS.)"""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed")
+from rclpy.parameter import Parameter  # noqa: E402
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
+
+from distillnerf.rig import NUSCENES_CAMERAS, load_rig  # noqa: E402
+from distillnerf_ros.node import DistillNerfNode  # noqa: E402
+
+
+class RecordingBackend:
+    """Returns arrays of the documented shapes and records what the node gave it; no query encoder."""
+
+    camera_names = NUSCENES_CAMERAS
+    input_size = (64, 32)
+    render_size = (32, 16)
+    device = "cpu"
+
+    def __init__(self):
+        self.calls = []
+        self.warmed = False
+
+    def warmup(self):
+        self.warmed = True
+
+    def infer(self, images, intrinsics, cam_to_ego, valid=None):
+        self.calls.append((images, intrinsics, cam_to_ego, valid))
+        n, (w, h) = len(images), self.render_size
+        probability = np.zeros((200, 200, 16), np.float32)
+        probability[100, 100, 4] = 0.9
+        return SimpleNamespace(depth=np.full((n, h, w), 7.0, np.float32), depth_intrinsics=np.stack([np.eye(3)] * n),
+                               rgb=np.zeros((n, 32, 64, 3), np.uint8), occupancy_probability=probability,
+                               occupied=probability > 0.5, semantics=np.full((200, 200, 16), 17, np.uint8),
+                               camera_visible=np.ones((200, 200, 16), np.uint8), voxel_centers=np.zeros((1, 3)),
+                               timings_ms={})
+
+    def query(self, text):
+        raise RuntimeError("no text encoder loaded")
+
+
+def jpeg_msg(camera: str, seconds: float, size=(160, 90)) -> CompressedImage:
+    ok, data = cv2.imencode(".jpg", np.full((size[1], size[0], 3), 128, np.uint8))
+    msg = CompressedImage(format="jpeg")
+    msg.header.frame_id = camera
+    msg.header.stamp.sec, msg.header.stamp.nanosec = int(seconds), int(round((seconds % 1) * 1e9))
+    msg.data = data.tobytes()
+    return msg
+
+
+def info_msg(camera: str, size=(160, 90), k=None) -> CameraInfo:
+    msg = CameraInfo(width=size[0], height=size[1])
+    msg.header.frame_id = camera
+    msg.k = list(np.asarray(k if k is not None else [[100.0, 0, 80], [0, 100.0, 45], [0, 0, 1]],
+                            dtype=float).reshape(-1))
+    return msg
+
+
+@pytest.fixture
+def node(ros_context):
+    backend = RecordingBackend()
+    overrides = [Parameter("camera_timeout", value=0.3), Parameter("warning_period", value=0.0),
+                 Parameter("use_tf", value=False)]
+    node = DistillNerfNode(backend=backend, context=ros_context, parameter_overrides=overrides)
+    node._running = False  # stop the worker taking sets: the tests look at the slot and call process() themselves
+    node._slot.close()
+    node._worker.join(5.0)
+    assert not node._worker.is_alive()
+    node._slot = type(node._slot)()
+    yield node
+    node.close()
+
+
+def feed(node, seconds, cameras=NUSCENES_CAMERAS, **kwargs):
+    for index, camera in enumerate(cameras):
+        node._on_image(camera, jpeg_msg(camera, seconds + 0.008 * index, **kwargs))
+
+
+def test_backend_is_warmed_up_and_a_complete_set_reaches_the_slot(node):
+    assert node.backend.warmed
+    for camera in NUSCENES_CAMERAS:
+        node._on_camera_info(camera, info_msg(camera))
+    feed(node, 10.0)
+    frames = node._slot.get(timeout=1.0)
+    assert frames is not None and set(frames) == set(NUSCENES_CAMERAS)
+
+
+def test_model_inputs_are_resized_with_scaled_intrinsics_and_rig_extrinsics(node):
+    for camera in NUSCENES_CAMERAS:
+        node._on_camera_info(camera, info_msg(camera))
+    feed(node, 10.0)
+    images, intrinsics, cam_to_ego, valid = node.prepare_inputs(node._slot.get(timeout=1.0))
+    assert valid == [True] * 6
+    assert all(image.shape == (32, 64, 3) and image.dtype == np.uint8 for image in images)
+    assert np.allclose(intrinsics[0], [[40.0, 0, 32.0], [0, 100 * 32 / 90, 45 * 32 / 90], [0, 0, 1]])
+    rig = load_rig("nuscenes")
+    assert np.allclose(cam_to_ego[1], rig.camera("CAM_FRONT").cam_to_ego)
+
+
+def test_without_camera_info_the_rig_intrinsics_are_used(node):
+    feed(node, 10.0, size=(1600, 900))
+    _, intrinsics, _, _ = node.prepare_inputs(node._slot.get(timeout=1.0))
+    expected = load_rig("nuscenes").camera("CAM_FRONT").resized(64, 32).intrinsics
+    assert np.allclose(intrinsics[1], expected)
+
+
+@pytest.mark.parametrize("bad, kind", [
+    (lambda m: setattr(m, "data", bytes(m.data)[:200]), "jpeg"),
+    (lambda m: setattr(m, "data", b""), "empty"),
+])
+def test_bad_image_is_dropped_counted_and_the_node_carries_on(node, bad, kind):
+    msg = jpeg_msg("CAM_FRONT", 10.0)
+    bad(msg)
+    node._on_image("CAM_FRONT", msg)
+    assert node.health.cameras["CAM_FRONT"].problems[kind] == 1
+    feed(node, 11.0)
+    assert node._slot.get(timeout=1.0) is not None
+
+
+def test_image_size_disagreeing_with_camera_info_is_dropped(node):
+    node._on_camera_info("CAM_FRONT", info_msg("CAM_FRONT", size=(1600, 900)))
+    feed(node, 10.0)
+    assert node.health.cameras["CAM_FRONT"].problems["size"] == 1
+    assert node._slot.get(timeout=0.05) is None
+
+
+@pytest.mark.parametrize("k", [np.zeros((3, 3)), np.diag([np.nan, 1.0, 1.0])])
+def test_zero_or_nan_intrinsics_drop_that_cameras_images_until_fixed(node, k):
+    node._on_camera_info("CAM_BACK", info_msg("CAM_BACK", k=k))
+    feed(node, 10.0)
+    assert node.health.cameras["CAM_BACK"].problems["intrinsics"] >= 2  # the camera_info and the image
+    node._on_camera_info("CAM_BACK", info_msg("CAM_BACK"))
+    feed(node, 11.0)
+    assert node._slot.get(timeout=1.0) is not None
+
+
+def test_duplicate_and_backwards_stamps(node):
+    feed(node, 10.0)
+    assert node._slot.get(timeout=1.0) is not None
+    node._on_image("CAM_FRONT", jpeg_msg("CAM_FRONT", 10.008))
+    assert node.health.cameras["CAM_FRONT"].problems["duplicate_stamp"] == 1
+    feed(node, 2.0)  # the bag looped
+    assert node.health.resets == 1
+    frames = node._slot.get(timeout=1.0)
+    assert frames is not None and frames["CAM_FRONT"].header.stamp.sec == 2
+
+
+def test_dropout_infers_from_the_other_cameras_and_reports_it(node):
+    others = [c for c in NUSCENES_CAMERAS if c != "CAM_BACK"]
+    deadline = time.monotonic() + 5.0
+    stamp = 10.0
+    while node._active != others and time.monotonic() < deadline:
+        feed(node, stamp, cameras=others)
+        stamp += 0.1
+        time.sleep(0.05)
+        node._check_dropout()
+    assert node._active == others
+    feed(node, stamp + 1.0, cameras=others)
+    frames = node._slot.get(timeout=1.0)
+    assert frames is not None and set(frames) == set(others)
+    _, _, _, valid = node.prepare_inputs(frames)
+    assert valid == [camera != "CAM_BACK" for camera in NUSCENES_CAMERAS]
+    statuses = {s.name: s for s in node.health.statuses()}
+    assert statuses["distillnerf: input CAM_BACK"].level == 1 and "missing" in statuses["distillnerf: input CAM_BACK"].message
+    assert "CAM_BACK" in statuses["distillnerf: synchronizer"].values["missing_cameras"]
+
+
+def test_worker_skips_the_model_without_subscribers_but_counts(ros_context):
+    backend = RecordingBackend()
+    node = DistillNerfNode(backend=backend, context=ros_context, parameter_overrides=[
+        Parameter("use_tf", value=False)])
+    try:
+        feed(node, 10.0)
+        deadline = time.monotonic() + 5.0
+        while node.health.skipped_no_subscribers == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert node.health.skipped_no_subscribers == 1 and backend.calls == []
+    finally:
+        node.close()
+
+
+def test_query_without_text_encoder_warns_once_and_publishes_nothing(node, ros_context):
+    from sensor_msgs.msg import PointCloud2
+
+    sink = rclpy.create_node("sink", context=ros_context)
+    sink.create_subscription(PointCloud2, "/distillnerf/output/feature_query", lambda m: None, 1)
+    try:
+        assert node.set_parameters([Parameter("query_text", value="a car")])[0].successful
+        deadline = time.monotonic() + 5.0
+        while node.pub_query.get_subscription_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        node._publish_query(SimpleNamespace())
+        node._publish_query(SimpleNamespace())
+        assert node._query_unavailable_warned and "unavailable" in node.health.query_state
+    finally:
+        sink.destroy_node()
+
+
+class QueryBackend(RecordingBackend):
+    """A backend with a text encoder: the similarity depends on the text."""
+
+    def __init__(self):
+        super().__init__()
+        self.queries = []
+
+    def query(self, text):
+        self.queries.append(text)
+        points = np.array([[1.0, 2.0, 0.5], [3.0, -1.0, 1.0]], np.float32)
+        return points, np.array([len(text) / 10.0, 0.1], np.float32)
+
+
+def test_query_cloud_follows_the_query_text(ros_context):
+    from sensor_msgs.msg import PointCloud2
+    from std_msgs.msg import Header
+
+    from distillnerf_ros.conversions import point_cloud_to_array
+
+    node = DistillNerfNode(backend=QueryBackend(), context=ros_context, parameter_overrides=[
+        Parameter("use_tf", value=False)])
+    sink = rclpy.create_node("query_sink", context=ros_context)
+    received = []
+    sink.create_subscription(PointCloud2, "/distillnerf/output/feature_query", received.append, 10)
+    try:
+        deadline = time.monotonic() + 10.0
+        while node.pub_query.get_subscription_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        header = Header(frame_id="base_link")
+        node._publish_query(header)
+        assert node.backend.queries == []  # no query text: nothing asked, nothing published
+        node.set_parameters([Parameter("query_text", value="car")])
+        node._publish_query(header)
+        node._on_query(SimpleNamespace(data="traffic cone"))  # the ~/input/query topic sets the same parameter
+        assert node.get_parameter("query_text").value == "traffic cone"
+        node._publish_query(header)
+        from rclpy.executors import SingleThreadedExecutor
+
+        executor = SingleThreadedExecutor(context=ros_context)
+        executor.add_node(sink)
+        deadline = time.monotonic() + 10.0
+        while len(received) < 2 and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)
+        executor.shutdown()
+        assert node.backend.queries == ["car", "traffic cone"]
+        first, second = (point_cloud_to_array(m) for m in received[:2])
+        assert received[0].header.frame_id == "base_link" and [f.name for f in received[0].fields][-1] == "intensity"
+        assert np.allclose(first["x"], [1.0, 3.0]) and first["intensity"][0] == pytest.approx(0.3)
+        assert second["intensity"][0] == pytest.approx(1.2)  # the cloud changed with the query
+    finally:
+        sink.destroy_node()
+        node.close()
+
+
+def test_extrinsics_prefer_tf_fall_back_to_the_rig_and_cache():
+    from geometry_msgs.msg import TransformStamped
+
+    from distillnerf_ros.calibration import Extrinsics
+
+    class FakeTfBuffer:
+        def __init__(self):
+            self.available = False
+            self.lookups = 0
+
+        def lookup_transform(self, target, source, time):
+            self.lookups += 1
+            if not self.available:
+                raise LookupError(f"{target} <- {source} not yet")
+            transform = TransformStamped()
+            transform.transform.translation.x = 1.5
+            transform.transform.rotation.w = 1.0
+            return transform
+
+    rig = load_rig("nuscenes")
+    buffer = FakeTfBuffer()
+    warnings = []
+    extrinsics = Extrinsics(rig, "base_link", buffer, warnings.append)
+    assert np.allclose(extrinsics.cam_to_base("CAM_FRONT", "CAM_FRONT"), rig.camera("CAM_FRONT").cam_to_ego)
+    assert extrinsics.sources["CAM_FRONT"] == "rig" and len(warnings) == 1
+    buffer.available = True
+    pose = extrinsics.cam_to_base("CAM_FRONT", "CAM_FRONT")
+    assert np.allclose(pose[:3, 3], [1.5, 0, 0]) and np.allclose(pose[:3, :3], np.eye(3))
+    assert extrinsics.sources["CAM_FRONT"] == "tf"
+    lookups = buffer.lookups
+    extrinsics.cam_to_base("CAM_FRONT", "CAM_FRONT")
+    assert buffer.lookups == lookups  # rigid: looked up once
+    assert len(warnings) == 1
