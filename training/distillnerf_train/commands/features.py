@@ -1,0 +1,70 @@
+"""``distillnerf features``: dense CLIP (and DINOv2) targets reduced to 64-d, one file per camera image."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be WxH, e.g. 448x252, got {text!r}") from None
+    return width, height
+
+
+def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        name, help="compute foundation-feature targets (CLIP MaskCLIP-style, DINOv2) for a nuScenes dataroot",
+        description="Extract dense CLIP features (value embedding of the last attention block, projected to the "
+                    "joint space) and optionally DINOv2 patch features from LOCAL weight files, fit a 64-d PCA + "
+                    "min-max reducer over the dataset, and write DIR/features/<sample_data_token>.npz plus "
+                    "DIR/features/reducer.pt. Defaults come from config/train/features.yaml.")
+    p.add_argument("--data", required=True, help="nuScenes-format dataroot")
+    p.add_argument("--version", required=True, help="table folder, e.g. v1.0-trainval, v1.0-mini, v1.0-synth")
+    p.add_argument("--clip-model", required=True,
+                   help="open_clip architecture (e.g. ViT-L-14-336) or a config/foundation name (clip_tiny)")
+    p.add_argument("--clip-weights", required=True, help="local open_clip weight file (.pt/.bin)")
+    p.add_argument("--dino-model", help="timm DINOv2 architecture (e.g. vit_base_patch14_dinov2) or config name")
+    p.add_argument("--dino-weights", help="local timm state dict for --dino-model")
+    p.add_argument("--size", type=_size, help="WxH fed to the foundation models")
+    p.add_argument("--out", help="output folder (default DIR/features)")
+    p.add_argument("--config", default="features", help="defaults file (name in config/train or a path)")
+    p.add_argument("--device", help="torch device, e.g. cpu or cuda")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from distillnerf.config_files import load_yaml
+
+    from ..features.pipeline import FeatureJob, run_features
+
+    if bool(args.dino_model) != bool(args.dino_weights):
+        print("distillnerf features: --dino-model and --dino-weights go together", file=sys.stderr)
+        return 2
+    for label, path in (("--clip-weights", args.clip_weights), ("--dino-weights", args.dino_weights)):
+        if path and not Path(path).is_file():
+            print(f"distillnerf features: {label} {path} is not a file (weights are only read locally)",
+                  file=sys.stderr)
+            return 2
+    defaults = load_yaml(args.config, "train")
+    defaults["size"] = tuple(defaults.get("size", (448, 252)))
+    overrides = {"size": args.size, "out": args.out, "device": args.device}
+    job = FeatureJob(data=args.data, version=args.version, clip_model=args.clip_model, clip_weights=args.clip_weights,
+                     dino_model=args.dino_model, dino_weights=args.dino_weights,
+                     **{**defaults, **{k: v for k, v in overrides.items() if v is not None}})
+
+    def progress(done: int, total: int) -> None:
+        print(f"\rfeatures: {done}/{total} camera images", end="", file=sys.stderr, flush=True)
+
+    try:
+        out = run_features(job, progress)
+    except (FileNotFoundError, ValueError, NotImplementedError) as error:
+        print(f"\ndistillnerf features: {error}", file=sys.stderr)
+        return 1
+    print(f"\nwrote feature targets and reducer.pt to {out}")
+    return 0
