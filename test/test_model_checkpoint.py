@@ -12,15 +12,6 @@ from distillnerf.model import DistillNeRF
 from distillnerf.rig import load_rig
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a shared 2-core machine two threads oversubscribe and run several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_round_trip_restores_weights_config_and_extras(tmp_path):
     config = load_model_config("tiny")
     torch.manual_seed(0)

@@ -14,14 +14,6 @@ from distillnerf.occupancy import OccGridSpec, occupancy_probability
 from distillnerf.rig import load_rig
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a shared 2-core machine two threads oversubscribe and run several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 TINY = load_model_config("tiny")
 
 

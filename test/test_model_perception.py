@@ -11,15 +11,6 @@ from distillnerf.perception import Perception, PerceptionResult, resolve_device
 from distillnerf.rig import load_rig
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a shared 2-core machine two threads oversubscribe and run several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def perception():
     # a low threshold so that random weights give some occupied voxels

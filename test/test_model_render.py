@@ -15,14 +15,6 @@ from distillnerf.renderer import ray_samples, render_rays
 from distillnerf.voxels import VoxelLevel, linear_key, decode_keys
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a shared 2-core machine two threads oversubscribe and run several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 TINY = load_model_config("tiny")
 
 

@@ -11,15 +11,6 @@ from distillnerf.voxels import (HierarchicalVoxelConv, SparseResidualNet, VoxelL
                                 quantise, scatter_mean, voxel_centres)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a shared 2-core machine two threads oversubscribe and run several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_quantise_and_centres_round_trip():
     index = torch.randint(0, 16, (100, 3))
     centres = voxel_centres(index, 16)

@@ -68,16 +68,7 @@ def _quality(optimiser, scene, exact, render_config):
     return np.mean(abs_rel), np.mean(rgb_psnr), np.mean(sky_accuracy)
 
 
-@pytest.fixture
-def one_thread():
-    """Many tiny ops: one thread is faster than two on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_teacher_learns_the_geometry_and_sky_of_a_hand_made_scene(one_thread):
+def test_teacher_learns_the_geometry_and_sky_of_a_hand_made_scene():
     torch.manual_seed(0)
     scene, exact = toy_scene()
     field = FieldConfig(levels=[[16, 16, 4], [32, 32, 8], [64, 64, 16]], margin_xy=20.0, radius_z=4.0)

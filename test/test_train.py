@@ -49,10 +49,17 @@ def _env() -> dict:
 
 
 def test_configs_parse_and_schedule():
-    for name in ("tiny_test", "cpu_synth", "paper"):
+    for name in ("tiny_test", "cpu_synth", "cpu_synth_no_dense_depth", "paper"):
         config = load_train_config(name)
-        assert config.optim.lr == pytest.approx(2e-4) and tuple(config.optim.betas) == (0.0, 0.99)
-        assert config.optim.grad_clip == 35.0
+        assert tuple(config.optim.betas) == (0.0, 0.99) and config.optim.grad_clip == 35.0
+    assert load_train_config("paper").optim.lr == pytest.approx(2e-4)  # the official code's default
+    shipped, ablation = load_train_config("cpu_synth"), load_train_config("cpu_synth_no_dense_depth")
+    assert ablation.losses.dense_depth == 0.0 and shipped.losses.dense_depth > 0.0
+    # The ablation differs from the shipped run only in the dense-depth weight (and its output folder).
+    differences = {key: (value, shipped.to_dict()[key]) for key, value in ablation.to_dict().items()
+                   if value != shipped.to_dict()[key]}
+    assert set(differences) == {"losses", "train", "source"}
+    assert {k for k, v in ablation.to_dict()["losses"].items() if shipped.to_dict()["losses"][k] != v} == {"dense_depth"}
     with pytest.raises(ValueError, match="unknown key"):
         train_config_from_dict({"optim": {"learning_rate": 1}})
     with pytest.raises(ValueError, match="unknown section"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -69,6 +70,10 @@ class Perception:
 
         resolved = resolve_device(device)
         model, config, extras = load_checkpoint(path, map_location=resolved)
+        spec = extras.get("text_encoder")
+        if isinstance(spec, dict) and spec.get("weights_path") and not Path(spec["weights_path"]).is_absolute():
+            # A shipped checkpoint names its text-tower weights relative to itself.
+            extras = {**extras, "text_encoder": {**spec, "weights_path": str(Path(path).parent / spec["weights_path"])}}
         return cls(model, config, resolved, extras)
 
     @classmethod
@@ -216,7 +221,9 @@ class Perception:
             if self.text_encoder is None or self.reducer is None:
                 raise RuntimeError("no text encoder: call set_text_encoder(encoder, reducer) or load a checkpoint "
                                    "whose extras carry 'reducer' and 'text_encoder'")
-            raw = self.text_encoder.encode([f"a photo of a {t}" for t in missing])
+            from distillnerf.foundation import prompt
+
+            raw = self.text_encoder.encode([prompt(t) for t in missing])
             reduced = self.reducer.reduce(raw)
             reduced = reduced.detach().cpu() if torch.is_tensor(reduced) else torch.from_numpy(np.asarray(reduced))
             reduced = F.normalize(reduced.float(), dim=-1)

@@ -22,7 +22,15 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                     "min-max reducer over the dataset, and write DIR/features/<sample_data_token>.npz plus "
                     "DIR/features/reducer.pt. Defaults come from config/train/features.yaml.")
     p.add_argument("--data", required=True, help="nuScenes-format dataroot")
-    p.add_argument("--version", required=True, help="table folder, e.g. v1.0-trainval, v1.0-mini, v1.0-synth")
+    p.add_argument("--version", help="table folder, e.g. v1.0-trainval, v1.0-mini, v1.0-synth (not with "
+                                     "--from-semantics)")
+    p.add_argument("--from-semantics", action="store_true",
+                   help="datasets with exact per-pixel semantics (the synthetic world): each pixel's target is the "
+                        "reduced CLIP text embedding of its class prompt, so text queries work without CLIP image "
+                        "features. Supervised by the labels, not zero-shot (see docs/features.md)")
+    p.add_argument("--store-weights-as",
+                   help="with --from-semantics: the text-tower weights path recorded in reducer.pt (a relative path "
+                        "is resolved beside the checkpoint that carries it)")
     p.add_argument("--clip-model", required=True,
                    help="open_clip architecture (e.g. ViT-L-14-336) or a config/foundation name (clip_tiny)")
     p.add_argument("--clip-weights", required=True, help="local open_clip weight file (.pt/.bin)")
@@ -43,6 +51,11 @@ def run(args: argparse.Namespace) -> int:
 
     from ..features.pipeline import FeatureJob, run_features
 
+    if args.from_semantics:
+        return run_from_semantics(args)
+    if not args.version:
+        print("distillnerf features: --version is required (except with --from-semantics)", file=sys.stderr)
+        return 2
     if bool(args.dino_model) != bool(args.dino_weights):
         print("distillnerf features: --dino-model and --dino-weights go together", file=sys.stderr)
         return 2
@@ -67,4 +80,23 @@ def run(args: argparse.Namespace) -> int:
         print(f"\ndistillnerf features: {error}", file=sys.stderr)
         return 1
     print(f"\nwrote feature targets and reducer.pt to {out}")
+    return 0
+
+
+def run_from_semantics(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..features.semantic import write_semantic_targets
+
+    if not Path(args.clip_weights).is_file():
+        print(f"distillnerf features: --clip-weights {args.clip_weights} is not a file (weights are only read "
+              "locally)", file=sys.stderr)
+        return 2
+    try:
+        summary = write_semantic_targets(args.data, args.clip_model, args.clip_weights, args.out,
+                                         weights_reference=args.store_weights_as)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"distillnerf features: {error}", file=sys.stderr)
+        return 1
+    print(f"wrote {summary['targets']} semantic feature targets and reducer.pt to {summary['out']}")
     return 0
