@@ -15,9 +15,9 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz")),
-        (f"share/{PACKAGE}/config/rigs", glob("config/rigs/*.yaml")),
-        (f"share/{PACKAGE}/config/model", glob("config/model/*.yaml")),
-    ],
+    ]
+    # Every configuration subfolder (rigs, model, train, synth, foundation): the libraries find them here too.
+    + [(f"share/{PACKAGE}/{folder}", glob(f"{folder}/*.yaml")) for folder in sorted(f.rstrip("/") for f in glob("config/*/"))],
     # rclpy, message packages, cv_bridge, message_filters come from the ROS install (package.xml), not pip.
     install_requires=["setuptools", "distillnerf", "numpy", "pyyaml", "rosbags"],
     zip_safe=True,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,3 +100,14 @@ def test_report_without_ground_truth_or_query(tmp_path):
     page = (tmp_path / "index.html").read_text()
     assert "RANDOM WEIGHTS" not in page and "no exact ground truth" not in page  # latency rows remain
     assert "end_to_end_latency_ms" in page
+
+
+def test_demo_defaults_come_from_the_config_file(tmp_path):
+    from distillnerf_ros.demo.pipeline import load_demo_defaults
+
+    defaults = load_demo_defaults()
+    assert defaults.query == "car" and defaults.frames == 3 and defaults.out == Path("demo_output")
+    bad = tmp_path / "demo.yaml"
+    bad.write_text("frames: 2\nframez: 3\n")
+    with pytest.raises(ValueError, match="framez"):
+        load_demo_defaults(bad)

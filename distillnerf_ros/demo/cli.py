@@ -17,9 +17,9 @@ DESCRIPTION = (
 
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
-    from .pipeline import DemoOptions
+    from .pipeline import load_demo_defaults
 
-    defaults = DemoOptions()
+    defaults = load_demo_defaults()
     p = subparsers.add_parser(name, help=HELP, description=DESCRIPTION)
     source = p.add_mutually_exclusive_group()
     source.add_argument("--data", type=Path, metavar="DATAROOT",
@@ -51,7 +51,9 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
 def run(args) -> int:
     from distillnerf_ros.bag.nuscenes_source import DatasetError
 
-    from .pipeline import DemoError, DemoOptions, run_demo, say
+    from dataclasses import replace
+
+    from .pipeline import DemoError, load_demo_defaults, run_demo, say
     from .report import write_report
 
     if args.frames < 1:
@@ -60,7 +62,7 @@ def run(args) -> int:
     if args.version and args.data is None:
         print("distillnerf demo: error: --version goes with --data", file=sys.stderr)
         return 2
-    options = DemoOptions(out=args.out, data=args.data, bag=args.bag, query=args.query, frames=args.frames,
+    options = replace(load_demo_defaults(), out=args.out, data=args.data, bag=args.bag, query=args.query, frames=args.frames,
                           seed=args.seed, size=args.size, checkpoint=args.checkpoint,
                           random_weights=args.random_weights, model_config=args.model_config, device=args.device,
                           frame_timeout=args.frame_timeout)

@@ -51,6 +51,22 @@ class DemoOptions:
     startup_timeout: float = 180.0
 
 
+def load_demo_defaults(name_or_path: str = "demo") -> DemoOptions:
+    """The demo's defaults from ``config/demo.yaml`` (or another file); unknown keys are errors."""
+    from dataclasses import fields
+
+    from distillnerf.config_files import load_yaml, resolve_config
+
+    data = load_yaml(name_or_path)
+    known = {f.name for f in fields(DemoOptions)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{resolve_config(name_or_path)}: unknown demo settings {unknown} (known: {sorted(known)})")
+    if "out" in data:
+        data["out"] = Path(data["out"])
+    return DemoOptions(**data)
+
+
 @dataclass
 class Stage:
     name: str
