@@ -7,6 +7,8 @@ import threading
 from types import SimpleNamespace
 
 import pytest
+from builtin_interfaces.msg import Time
+from std_msgs.msg import Header
 
 from distillnerf_ros.synchronizer import (ApproximateSynchronizer, LatestSlot, MessageFiltersSynchronizer,
                                           StampMonitor, message_filters_available)
@@ -17,8 +19,11 @@ OFFSETS = [0.0, 0.008, 0.017, 0.025, 0.033, 0.042]
 
 
 def message(seconds: float, tag=None):
-    stamp = SimpleNamespace(sec=int(seconds), nanosec=int(round((seconds - int(seconds)) * 1e9)))
-    return SimpleNamespace(header=SimpleNamespace(stamp=stamp), tag=tag)
+    """A stand-in camera message with a real ``std_msgs/Header``: message_filters converts the stamp with
+    ``rclpy.time.Time.from_msg``, which accepts only a real ``builtin_interfaces/Time``."""
+    nanoseconds = int(round(seconds * 1e9))
+    stamp = Time(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)
+    return SimpleNamespace(header=Header(stamp=stamp, frame_id="camera"), tag=tag)
 
 
 def in_project(cameras, slop, queue, callback):
