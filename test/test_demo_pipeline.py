@@ -12,7 +12,7 @@ import pytest
 
 from distillnerf.cli import main
 from distillnerf_ros.bag.replay import BagMessage
-from distillnerf_ros.demo.pipeline import (DemoError, DemoOptions, decode_depth, default_checkpoint,
+from distillnerf_ros.demo.pipeline import (DemoError, DemoOptions, decode_depth,
                                            keyframe_groups, node_command, node_model_parameters)
 
 
@@ -46,9 +46,8 @@ def test_weights_choice_and_the_missing_checkpoint_message(tmp_path):
 
 
 def test_demo_without_weights_fails_fast_and_clearly(tmp_path, capsys):
-    if default_checkpoint().is_file():
-        pytest.skip("the shipped checkpoint exists, so the demo has weights")
-    assert main(["demo", "--out", str(tmp_path / "out")]) == 1
+    missing = tmp_path / "missing.pt"  # as if the shipped checkpoint were absent
+    assert main(["demo", "--out", str(tmp_path / "out"), "--checkpoint", str(missing)]) == 1
     error = capsys.readouterr().err
     assert "no trained checkpoint" in error and "--random-weights" in error
     assert not (tmp_path / "out").exists()
