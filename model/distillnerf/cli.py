@@ -15,6 +15,17 @@ from importlib.metadata import entry_points
 ENTRY_POINT_GROUP = "distillnerf.commands"
 
 
+def image_size(text: str) -> tuple[int, int]:
+    """argparse type for image sizes written ``WIDTHxHEIGHT`` (e.g. 228x128), shared by every command."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 228x128, got {text!r}") from None
+    if width <= 0 or height <= 0:
+        raise argparse.ArgumentTypeError(f"image size must be positive, got {text!r}")
+    return width, height
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
     """Build the parser from the installed entry points; return it and the commands that failed to load."""
     parser = argparse.ArgumentParser(

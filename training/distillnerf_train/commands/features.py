@@ -5,13 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from distillnerf.cli import image_size
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must be WxH, e.g. 448x252, got {text!r}") from None
-    return width, height
 
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
@@ -36,7 +31,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--clip-weights", required=True, help="local open_clip weight file (.pt/.bin)")
     p.add_argument("--dino-model", help="timm DINOv2 architecture (e.g. vit_base_patch14_dinov2) or config name")
     p.add_argument("--dino-weights", help="local timm state dict for --dino-model")
-    p.add_argument("--size", type=_size, help="WxH fed to the foundation models")
+    p.add_argument("--size", type=image_size, help="WxH fed to the foundation models")
     p.add_argument("--out", help="output folder (default DIR/features)")
     p.add_argument("--config", default="features", help="defaults file (name in config/train or a path)")
     p.add_argument("--device", help="torch device, e.g. cpu or cuda")

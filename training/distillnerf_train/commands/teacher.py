@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from distillnerf.cli import image_size
+
 
 def _shard(text: str) -> tuple[int, int]:
     try:
@@ -15,13 +17,6 @@ def _shard(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"shard {text}: need 0 <= i < n")
     return index, count
 
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must be WxH, e.g. 228x128, got {text!r}") from None
-    return width, height
 
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
@@ -36,7 +31,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--scene", action="append", help="scene name (repeatable); default: every scene of the version")
     p.add_argument("--shard", type=_shard, help="i/n: this machine's share of the (sorted) scene list")
     p.add_argument("--steps", type=int, help="optimisation steps per scene")
-    p.add_argument("--size", type=_size, help="WxH of training rays and cached renders")
+    p.add_argument("--size", type=image_size, help="WxH of training rays and cached renders")
     p.add_argument("--device", help="torch device, e.g. cpu or cuda")
     p.add_argument("--out", help="output folder (default DIR/teacher)")
     p.add_argument("--config", default="teacher", help="config name in config/train or a path")

@@ -4,15 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from distillnerf.cli import image_size
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 228x128, got {text!r}") from error
-    if width <= 0 or height <= 0:
-        raise argparse.ArgumentTypeError(f"image size must be positive, got {text!r}")
-    return width, height
 
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
@@ -26,7 +19,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=3, help="keyframes (2 Hz) per scene (default 3)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rig", default="nuscenes", help="rig name in config/rigs or a rig file (default nuscenes)")
-    p.add_argument("--size", type=_size, default=None, metavar="WxH",
+    p.add_argument("--size", type=image_size, default=None, metavar="WxH",
                    help="render every camera at this size (intrinsics scaled); default: the rig's size")
     p.add_argument("--sweeps", action="store_true", help="also write 12 Hz camera sweeps between keyframes")
     p.add_argument("--version", default="v1.0-synth", help="nuScenes version folder name (default v1.0-synth)")
