@@ -20,6 +20,30 @@ FORMAT = "distillnerf-checkpoint"
 VERSION = 1
 
 
+def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
+    """``torch.save`` so that a crash at any moment leaves the old file or the new one under ``path``, never a torn
+    one: a temporary file in the same folder, fsync, ``os.replace``, then fsync of the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save(obj, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+    return path
+
+
 def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, config: ModelConfig, extras: dict | None = None
                     ) -> Path:
     path = Path(path)
@@ -31,17 +55,7 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, config: Mod
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "extras": dict(extras or {}),
     }
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(payload, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_torch_save(payload, path)
     return path
 
 

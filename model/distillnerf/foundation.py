@@ -193,26 +193,25 @@ def create_dinov2(name: str, weights_path: str | os.PathLike | None, device: str
     return model.to(device).eval()
 
 
-def save_random_open_clip_weights(model_name: str, path: str | os.PathLike, seed: int = 0) -> Path:
-    """Write seeded random CLIP weights as an upstream open_clip state dict (loadable with ``pretrained=path``)."""
+def _save_seeded_state_dict(build, path: str | os.PathLike, seed: int) -> Path:
+    """Build a randomly initialised model under ``seed`` (without touching the caller's RNG) and save its state dict."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = create_open_clip(model_name, None)
+        model = build()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), path)
     return path
+
+
+def save_random_open_clip_weights(model_name: str, path: str | os.PathLike, seed: int = 0) -> Path:
+    """Write seeded random CLIP weights as an upstream open_clip state dict (loadable with ``pretrained=path``)."""
+    return _save_seeded_state_dict(lambda: create_open_clip(model_name, None), path, seed)
 
 
 def save_random_dinov2_weights(name: str, path: str | os.PathLike, seed: int = 0) -> Path:
     """Write seeded random DINOv2 weights as a timm state dict."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = create_dinov2(name, None)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), path)
-    return path
+    return _save_seeded_state_dict(lambda: create_dinov2(name, None), path, seed)
 
 
 # ------------------------------------------------------------------------------------------ text encoder

@@ -22,8 +22,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from torch.utils.data._utils.collate import default_collate
 
+from distillnerf.checkpoint import atomic_torch_save
 from distillnerf.config import ModelConfig, config_from_dict, load_model_config
 from distillnerf.model import DistillNeRF
+from distillnerf.perception import resolve_device
 
 from .config import TrainConfig
 from .data import NuScenesKeyframes
@@ -40,13 +42,9 @@ def distributed_env() -> tuple[int, int, int]:
 
 
 def pick_device(name: str, local_rank: int) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
-        return torch.device("cuda", local_rank)
-    return torch.device(name)
+    """The library's device rule ('auto', 'cuda' without CUDA is an error), on this process's GPU under torchrun."""
+    device = resolve_device(name)
+    return torch.device("cuda", local_rank) if device.type == "cuda" else device
 
 
 # -- data order ----------------------------------------------------------------------------------------------------
@@ -106,22 +104,6 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def atomic_torch_save(obj, path: Path) -> None:
-    """Write ``obj`` so that a crash at any moment leaves either the old file or the new one, never a torn one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        torch.save(obj, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 def load_train_state(path: Path) -> dict:
