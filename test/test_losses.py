@@ -35,6 +35,23 @@ def test_dense_depth_loss_near_far_normalisation():
     assert dense_depth_loss(pred, target, 50.0, 120.0) == pytest.approx(float(expected))
 
 
+def test_log_depth_term_weighs_relative_error_evenly():
+    target = torch.tensor([[[[5.0, 50.0]]]])
+    pred = target * 1.2  # the same 20 % error near and far
+    near, far = pred[..., :1], pred[..., 1:]
+    log = [lidar_depth_loss(p, t, 1.0, 80.0, log_weight=1.0) - lidar_depth_loss(p, t, 1.0, 80.0)
+           for p, t in ((near, target[..., :1]), (far, target[..., 1:]))]
+    assert float(log[0]) == pytest.approx(float(log[1])) == pytest.approx(math.log(1.2), rel=1e-5)
+    # while the official term sees the near error twenty times less
+    assert float(lidar_depth_loss(near, target[..., :1], 1.0, 80.0)) < 0.06 * float(
+        lidar_depth_loss(far, target[..., 1:], 1.0, 80.0))
+    dense_extra = dense_depth_loss(pred, target, 50.0, 120.0, log_weight=0.5) - dense_depth_loss(
+        pred, target, 50.0, 120.0)
+    assert float(dense_extra) == pytest.approx(0.5 * math.log(1.2), rel=1e-5)
+    assert lidar_depth_loss(target, target, 1.0, 80.0, log_weight=1.0) == 0.0
+    assert LossConfig().depth_log_l1 == 0.0  # the official loss unless a config asks
+
+
 def test_entropy_opacity_rgb():
     uniform = torch.full((4, 8), 0.1)
     assert ray_entropy_loss(uniform) == pytest.approx(math.log(8), rel=1e-5)

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -49,17 +50,25 @@ def _env() -> dict:
 
 
 def test_configs_parse_and_schedule():
-    for name in ("tiny_test", "cpu_synth", "cpu_synth_no_dense_depth", "paper"):
+    for name in ("tiny_test", "cpu_synth", "cpu_synth_no_dense_depth", "cpu_synth_finetune", "paper"):
         config = load_train_config(name)
         assert tuple(config.optim.betas) == (0.0, 0.99) and config.optim.grad_clip == 35.0
     assert load_train_config("paper").optim.lr == pytest.approx(2e-4)  # the official code's default
-    shipped, ablation = load_train_config("cpu_synth"), load_train_config("cpu_synth_no_dense_depth")
-    assert ablation.losses.dense_depth == 0.0 and shipped.losses.dense_depth > 0.0
-    # The ablation differs from the shipped run only in the dense-depth weight (and its output folder).
-    differences = {key: (value, shipped.to_dict()[key]) for key, value in ablation.to_dict().items()
-                   if value != shipped.to_dict()[key]}
-    assert set(differences) == {"losses", "train", "source"}
-    assert {k for k, v in ablation.to_dict()["losses"].items() if shipped.to_dict()["losses"][k] != v} == {"dense_depth"}
+    for stage in ("", "_finetune"):
+        shipped = load_train_config(f"cpu_synth{stage}")
+        ablation = load_train_config(f"cpu_synth_no_dense_depth{stage}")
+        assert ablation.losses.dense_depth == 0.0 and shipped.losses.dense_depth > 0.0
+        # The ablation differs from the shipped run only in the dense-depth weight (and its folders).
+        differences = {key: (value, shipped.to_dict()[key]) for key, value in ablation.to_dict().items()
+                       if value != shipped.to_dict()[key]}
+        assert set(differences) == {"losses", "train", "source"}
+        assert {k for k, v in ablation.to_dict()["losses"].items()
+                if shipped.to_dict()["losses"][k] != v} == {"dense_depth"}
+        assert {k for k, v in ablation.to_dict()["train"].items()
+                if shipped.to_dict()["train"][k] != v} <= {"out", "init_from"}
+    # Stage 2 starts from stage 1's output.
+    stage1, stage2 = load_train_config("cpu_synth"), load_train_config("cpu_synth_finetune")
+    assert stage2.train.init_from == f"{stage1.train.out}/model.pt"
     with pytest.raises(ValueError, match="unknown key"):
         train_config_from_dict({"optim": {"learning_rate": 1}})
     with pytest.raises(ValueError, match="unknown section"):
@@ -180,6 +189,22 @@ def test_torchrun_ddp_two_cpu_processes(tmp_path, synth_root):
     assert (out / "checkpoints" / "rng_rank1.pt").is_file()
     model, _, _ = load_checkpoint(out / "model.pt")
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_init_from_starts_fine_tuning_from_a_checkpoint(tmp_path, synth_root):
+    config = load_train_config(_write_config(tmp_path, synth_root, max_steps=1))
+    first = Trainer(config, out_dir=str(tmp_path / "a"))
+    first.train()
+    tuned = Trainer(replace(config, train=replace(config.train, init_from=str(first.model_path))),
+                    out_dir=str(tmp_path / "b"))
+    assert tuned.step == 0
+    for name, value in first.model.state_dict().items():
+        assert torch.equal(value, tuned.model.state_dict()[name]), name
+    fresh = Trainer(config, out_dir=str(tmp_path / "c"))
+    assert any(not torch.equal(v, fresh.model.state_dict()[k]) for k, v in first.model.state_dict().items())
+    other = replace(config, model="cpu", train=replace(config.train, init_from=str(first.model_path)))
+    with pytest.raises(ValueError, match="differs"):
+        Trainer(other, out_dir=str(tmp_path / "d"))
 
 
 def test_export_extras_carry_the_feature_reducer(tmp_path):

@@ -48,6 +48,7 @@ class LoopConfig:
     checkpoint_every: int = 200
     out: str = "runs/train"
     render_virtual_views: bool = True  # render the teacher's virtual cameras when the data has them
+    init_from: str = ""  # fine-tune: start from this inference checkpoint's weights (fresh optimiser, schedule)
 
 
 @dataclass

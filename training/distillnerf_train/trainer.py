@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from torch.utils.data._utils.collate import default_collate
 
-from distillnerf.checkpoint import atomic_torch_save
+from distillnerf.checkpoint import atomic_torch_save, load_checkpoint
 from distillnerf.config import ModelConfig, config_from_dict, load_model_config
 from distillnerf.model import DistillNeRF
 from distillnerf.perception import resolve_device
@@ -206,6 +206,8 @@ class Trainer:
                                                  feature_dim=self.model_config.feature_dim))
         seed_everything(config.train.seed)  # identical initial weights on every rank
         self.model = DistillNeRF(self.model_config).to(self.device)
+        if config.train.init_from:
+            self.init_weights(Path(config.train.init_from))
         self.step_module = TrainStep(self.model, DistillNeRFLoss(config.losses),
                                      config.train.render_virtual_views).to(self.device)
         self.ddp = None
@@ -273,6 +275,15 @@ class Trainer:
                 raise ValueError(f"{reducer}: expected the features command's dict with a 'reducer' entry")
             extras.update({k: meta[k] for k in ("reducer", "text_encoder", "dino_reducer", "dino_model") if k in meta})
         return extras
+
+    def init_weights(self, path: Path) -> None:
+        """Weights of an inference checkpoint (``model.pt``) trained with the same model config; the optimiser and
+        schedule start afresh at step 0 (``resume`` instead continues a run exactly)."""
+        model, saved, _ = load_checkpoint(path)
+        if not self.model_config.same_weights_layout(saved):
+            raise ValueError(f"train.init_from {path}: trained with model config {saved.name!r}, which differs "
+                             f"from this run's {self.model_config.name!r}")
+        self.model.load_state_dict(model.state_dict())
 
     def resume(self, path: Path | None = None) -> None:
         state = load_train_state(path or self.state_path)
