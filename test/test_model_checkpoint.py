@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import yaml
 
-from distillnerf.checkpoint import load_checkpoint, save_checkpoint
+from distillnerf.checkpoint import export_checkpoint, load_checkpoint, save_checkpoint
+from distillnerf.cli import main as cli_main
 from distillnerf.config import load_model_config
 from distillnerf.model import DistillNeRF
 from distillnerf.rig import load_rig
@@ -60,3 +62,27 @@ def test_truncated_checkpoint_gives_a_clear_error(tmp_path):
         load_checkpoint(path)
     with pytest.raises(FileNotFoundError):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_export_takes_a_config_files_inference_settings_only(tmp_path):
+    config = load_model_config("tiny")
+    torch.manual_seed(0)
+    model = DistillNeRF(config).eval()
+    trained = save_checkpoint(tmp_path / "model.pt", model, config, {"step": 5})
+    tuned_yaml = tmp_path / "tiny_tuned.yaml"
+    tuned_yaml.write_text(yaml.safe_dump({**config.to_dict(), "occupancy_threshold": 0.2,
+                                          "occupancy_subsamples": [1, 1, 2]}))
+    assert cli_main(["export", "--checkpoint", str(trained), "--model-config", str(tuned_yaml),
+                     "--out", str(tmp_path / "shipped.pt")]) == 0
+    loaded, loaded_config, extras = load_checkpoint(tmp_path / "shipped.pt")
+    assert loaded_config.occupancy_threshold == 0.2 and loaded_config.occupancy_subsamples == (1, 1, 2)
+    assert extras == {"step": 5}
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[name]), name
+    other_yaml = tmp_path / "tiny_wider.yaml"
+    other_yaml.write_text(yaml.safe_dump({**config.to_dict(), "mlp_hidden": config.mlp_hidden * 2}))
+    with pytest.raises(ValueError, match="mlp_hidden"):
+        export_checkpoint(trained, tmp_path / "bad.pt", load_model_config(other_yaml))
+    assert cli_main(["export", "--checkpoint", str(trained), "--model-config", str(other_yaml),
+                     "--out", str(tmp_path / "bad.pt")]) == 2
+    assert not (tmp_path / "bad.pt").exists()

@@ -35,3 +35,12 @@ def test_overrides_and_validation():
         load_model_config("tiny", backbone="resnet")
     with pytest.raises(FileNotFoundError):
         load_model_config("no-such-model-config")
+
+
+def test_inference_settings_do_not_change_the_weights_layout():
+    tiny = load_model_config("tiny")
+    tuned = load_model_config("tiny", occupancy_threshold=0.1, occupancy_subsamples=(1, 1, 2), visibility_margin=2.0)
+    assert tuned.occupancy_subsamples == (1, 1, 2) and tuned.same_weights_layout(tiny)
+    assert not load_model_config("tiny", mlp_hidden=tiny.mlp_hidden * 2).same_weights_layout(tiny)
+    with pytest.raises(ValueError, match="occupancy_subsamples"):
+        load_model_config("tiny", occupancy_subsamples=(1, 0, 2))

@@ -131,10 +131,12 @@ def test_occupancy_grid_shape_and_range():
         small = OccGridSpec((-4.0, 4.0), (-4.0, 4.0), (-1.0, 1.0), (4, 4, 2))  # 2 m voxels
         centre = occupancy_probability(model, out["field"], small)
         sub = occupancy_probability(model, out["field"], small, subsamples=3)  # includes the centre
+        z_sub = occupancy_probability(model, out["field"], small, subsamples=(1, 1, 3))  # so does this
     assert prob.shape == (1, 200, 200, 16)
     assert float(prob.min()) >= 0.0 and float(prob.max()) <= 1.0 and float(prob.max()) > 0.0
     assert np.allclose(spec.voxel_size, (0.4, 0.4, 0.4))
-    assert bool((sub >= centre - 1e-6).all())
+    assert bool((sub >= centre - 1e-6).all()) and bool((sub >= z_sub - 1e-6).all())
+    assert bool((z_sub >= centre - 1e-6).all())
     # the probability is 1 - exp(-sigma * voxel size) at the centre
     sigma = model.query_density(out["field"], small.centres()[None])
     assert torch.allclose(centre.reshape(-1), 1 - torch.exp(-sigma[0] * 2.0), atol=1e-6)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from distillnerf.occupancy import FREE_LABEL, OCC3D_CLASSES, OccGridSpec, semantic_labels
@@ -19,6 +20,10 @@ def test_occ3d_grid_layout():
     assert torch.allclose(centres[3, 5, 7], torch.tensor([-40 + 3.5 * 0.4, -40 + 5.5 * 0.4, -1 + 7.5 * 0.4]))
     sub = OccGridSpec((0.0, 1.0), (0.0, 1.0), (0.0, 1.0), (1, 1, 1)).centres(subsamples=2)
     assert sub.shape == (8, 3) and torch.allclose(sub.mean(0), torch.tensor([0.5, 0.5, 0.5]))
+    z_only = OccGridSpec((0.0, 1.0), (0.0, 1.0), (0.0, 1.0), (1, 1, 1)).centres(subsamples=(1, 1, 4))
+    assert torch.allclose(z_only, torch.tensor([[0.5, 0.5, z] for z in (0.125, 0.375, 0.625, 0.875)]))
+    with pytest.raises(ValueError, match="subsamples"):
+        spec.centres(subsamples=(1, 2))
     assert len(OCC3D_CLASSES) == 18 and OCC3D_CLASSES[FREE_LABEL] == "free" and OCC3D_CLASSES[4] == "car"
 
 

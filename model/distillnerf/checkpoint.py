@@ -83,3 +83,16 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise ValueError(f"{path}: checkpoint does not match the model ({type(error).__name__}: {error})") from error
     model.to(map_location).eval()
     return model, config, payload.get("extras", {})
+
+
+def export_checkpoint(source: str | os.PathLike, destination: str | os.PathLike, config: ModelConfig) -> Path:
+    """Write ``source``'s weights and extras to ``destination`` under ``config``, whose weights layout must match
+    the checkpoint's: how a trained checkpoint takes the inference settings (occupancy threshold, sub-samples)
+    calibrated after training. The weights are copied unchanged."""
+    model, saved, extras = load_checkpoint(source)
+    if not config.same_weights_layout(saved):
+        changed = sorted(k for k, v in config.to_dict().items()
+                         if k not in config.INFERENCE_SETTINGS and saved.to_dict()[k] != v)
+        raise ValueError(f"{source}: model config {config.name!r} differs from the checkpoint's in {changed}, "
+                         "not only in inference settings")
+    return save_checkpoint(destination, model, replace(config, backbone_pretrained=saved.backbone_pretrained), extras)

@@ -86,6 +86,9 @@ class ModelConfig:
 
     # Queries.
     occupancy_threshold: float = 0.5
+    # Sub-samples per Occ3D voxel along x, y, z; a voxel's probability is their maximum. More in z catches the thin
+    # horizontal surfaces (road, pavement) that the fine level resolves finer than a 0.4 m voxel.
+    occupancy_subsamples: tuple[int, int, int] = (1, 1, 1)
     visibility_margin: float = 1.0  # metres a voxel may lie behind the rendered depth and still count as visible
 
     @property
@@ -118,11 +121,22 @@ class ModelConfig:
             problems.append("descriptor 'internal' needs feature_head")
         if self.num_candidates < 1 or self.num_bins < 2:
             problems.append("need at least 1 candidate and 2 depth bins")
+        if len(self.occupancy_subsamples) != 3 or min(self.occupancy_subsamples) < 1:
+            problems.append(f"occupancy_subsamples must be 3 positive counts, got {self.occupancy_subsamples}")
         if self.feature_stride not in (1, 2, 4):
             problems.append("feature_stride must be 1, 2 or 4")
         if problems:
             raise ValueError(f"model config {self.name!r}: " + "; ".join(problems))
         return self
+
+    #: Settings read only when weights are loaded or results post-processed: weights trained under one value of
+    #: these serve every other value.
+    INFERENCE_SETTINGS = ("backbone_pretrained", "occupancy_threshold", "occupancy_subsamples", "visibility_margin")
+
+    def same_weights_layout(self, other: "ModelConfig") -> bool:
+        """True when weights trained under ``other`` mean the same under this config (inference settings aside)."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return all(mine[k] == theirs[k] for k in mine if k not in self.INFERENCE_SETTINGS)
 
     def to_dict(self) -> dict:
         data = asdict(self)

@@ -1,12 +1,14 @@
 """Occupancy queries on the Occ3D-nuScenes grid: probability of occupancy per voxel from the field's density.
 
 A voxel's occupancy probability is the chance a ray crossing it is stopped: 1 - exp(-sigma * voxel_size),
-evaluated at the voxel centre or, with ``subsamples`` > 1, as the maximum over a regular sub-grid inside it
-(thin surfaces then still register).
+evaluated at the voxel centre or, with ``subsamples`` > 1 (one count, or one per axis), as the maximum over a
+regular sub-grid inside it (thin surfaces then still register).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -38,18 +40,28 @@ class OccGridSpec:
         """Ego coordinates of the grid's minimum corner."""
         return (self.x_range[0], self.y_range[0], self.z_range[0])
 
-    def centres(self, device: torch.device | str = "cpu", subsamples: int = 1) -> Tensor:
-        """Sample points [X*Y*Z*subsamples^3, 3] ordered [ix, iy, iz, sub]; the voxel centre when subsamples is 1."""
+    def centres(self, device: torch.device | str = "cpu", subsamples: int | Sequence[int] = 1) -> Tensor:
+        """Sample points [X*Y*Z*S, 3] ordered [ix, iy, iz, sub] (S sub-samples per voxel, a regular sub-grid of
+        ``subsamples`` per axis); the voxel centres when subsamples is 1."""
         vs = torch.tensor(self.voxel_size, device=device)
         origin = torch.tensor(self.origin, device=device)
         axes = [torch.arange(n, device=device, dtype=torch.float32) for n in self.size]
         grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 1, 3)
-        offsets = (torch.arange(subsamples, device=device, dtype=torch.float32) + 0.5) / subsamples
-        sub = torch.stack(torch.meshgrid(offsets, offsets, offsets, indexing="ij"), dim=-1).reshape(1, -1, 3)
+        offsets = [(torch.arange(n, device=device, dtype=torch.float32) + 0.5) / n for n in per_axis(subsamples)]
+        sub = torch.stack(torch.meshgrid(*offsets, indexing="ij"), dim=-1).reshape(1, -1, 3)
         return (origin + (grid + sub) * vs).reshape(-1, 3)
 
 
-def occupancy_probability(model, field, spec: OccGridSpec = OccGridSpec(), subsamples: int = 1) -> Tensor:
+def per_axis(subsamples: int | Sequence[int]) -> tuple[int, int, int]:
+    """Sub-sample counts along x, y, z from one count or three."""
+    counts = (subsamples,) * 3 if isinstance(subsamples, int) else tuple(int(n) for n in subsamples)
+    if len(counts) != 3 or min(counts) < 1:
+        raise ValueError(f"subsamples must be a positive count or three, got {subsamples!r}")
+    return counts
+
+
+def occupancy_probability(model, field, spec: OccGridSpec = OccGridSpec(),
+                          subsamples: int | Sequence[int] = 1) -> Tensor:
     """[B, X, Y, Z] probability in [0, 1] that each grid voxel is occupied."""
     device = field.coarse.features.device
     points = spec.centres(device, subsamples)
@@ -57,7 +69,7 @@ def occupancy_probability(model, field, spec: OccGridSpec = OccGridSpec(), subsa
     sigma = model.query_density(field, points[None].expand(b, -1, -1))
     step = min(spec.voxel_size)
     prob = 1.0 - torch.exp(-sigma * step)
-    prob = prob.reshape(b, *spec.size, subsamples ** 3).amax(dim=-1)
+    prob = prob.reshape(b, *spec.size, math.prod(per_axis(subsamples))).amax(dim=-1)
     return prob.clamp(0.0, 1.0)
 
 

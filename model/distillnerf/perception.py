@@ -157,7 +157,7 @@ class Perception:
         out = self.model(images_t, k_t, e_t, valid_t, timer=timer)
         with timer.stage("queries"):
             field = out["field"]
-            prob = occupancy_probability(self.model, field, self.grid)[0]
+            prob = occupancy_probability(self.model, field, self.grid, self.config.occupancy_subsamples)[0]
             occupied = prob > self.config.occupancy_threshold
             centres = self.grid.centres(self.device).reshape(*self.grid.size, 3)
             voxel_centers = centres[occupied]
