@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from distillnerf.checkpoint import save_checkpoint
+from distillnerf.checkpoint import load_checkpoint, save_checkpoint
 from distillnerf.cli import main as cli_main
 from distillnerf.config import load_model_config
 from distillnerf.metrics import OCC3D_CLASSES
@@ -73,6 +73,17 @@ def test_eval_cli(synth_root, tiny_checkpoint, tmp_path, capsys):
                      "v1.0-synth", "--max-samples", "1", "--device", "cpu", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["samples"] == 1 and report["novel_view"]["samples"] == 1
+    # The threshold sweep scores the deployed probabilities: at the checkpoint's own threshold it is the main IoU.
+    own = load_checkpoint(tiny_checkpoint)[1].occupancy_threshold
+    assert cli_main(["eval", "--checkpoint", str(tiny_checkpoint), "--data", str(synth_root), "--version",
+                     "v1.0-synth", "--max-samples", "1", "--device", "cpu", "--json",
+                     "--occupancy-sweep", f"0.0,{own}"]) == 0
+    swept = json.loads(capsys.readouterr().out)
+    assert swept["occupancy_sweep"][str(own)] == pytest.approx(swept["occupancy"]["geometric_iou"])
+    assert set(swept["occupancy_sweep"]) == {"0.0", str(own)} and swept["occupancy"]["threshold"] == own
+    with pytest.raises(SystemExit):
+        cli_main(["eval", "--checkpoint", str(tiny_checkpoint), "--data", str(synth_root),
+                  "--occupancy-sweep", "0.1,high"])
     assert cli_main(["eval", "--checkpoint", str(tmp_path / "absent.pt"), "--data", str(synth_root)]) == 2
     assert "no checkpoint" in capsys.readouterr().err
     (tmp_path / "bad.pt").write_bytes(b"junk")

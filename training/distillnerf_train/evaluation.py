@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from distillnerf.metrics import MeanAccumulator, Occ3DMetrics, depth_metrics, psnr, ssim
+from distillnerf.occupancy import FREE_LABEL
 from distillnerf.perception import Perception
 
 from .data import DataConfig, NuScenesKeyframes
@@ -30,8 +31,9 @@ def _image_scores(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor)
 
 def evaluate(checkpoint: str | Path, dataroot: str | Path, version: str, scenes: list[str] | None = None,
              device: str = "auto", max_samples: int | None = None, min_depth: float = 1e-3,
-             max_depth: float = 80.0, progress: bool = False) -> dict:
-    """Score a checkpoint on every keyframe of a dataroot; returns a JSON-ready dict."""
+             max_depth: float = 80.0, progress: bool = False, occupancy_sweep: tuple[float, ...] = ()) -> dict:
+    """Score a checkpoint on every keyframe of a dataroot; returns a JSON-ready dict. ``occupancy_sweep``: also
+    the geometric IoU at each of these occupancy thresholds (calibrate the threshold on training scenes)."""
     perception = Perception.from_checkpoint(checkpoint, device=device)
     model, config, dev = perception.model, perception.config, perception.device
     data_config = DataConfig(dataroot=str(dataroot), version=version, scenes=scenes, input_size=config.input_size,
@@ -44,6 +46,7 @@ def evaluate(checkpoint: str | Path, dataroot: str | Path, version: str, scenes:
     recon, novel = MeanAccumulator(), MeanAccumulator()
     depth_lidar, depth_dense = MeanAccumulator(), MeanAccumulator()
     occupancy = Occ3DMetrics()
+    sweep = {threshold: Occ3DMetrics() for threshold in occupancy_sweep}
     timings: dict[str, list[float]] = {}
     semantic = perception.text_encoder is not None
     iterator = loader
@@ -76,8 +79,10 @@ def evaluate(checkpoint: str | Path, dataroot: str | Path, version: str, scenes:
         for stage, ms in result.timings_ms.items():
             timings.setdefault(stage, []).append(ms)
         if "occ_valid" in batch and bool(batch["occ_valid"][0]):
-            occupancy.update(result.semantics, batch["occ_semantics"][0].cpu().numpy(),
-                             batch["occ_mask_camera"][0].cpu().numpy())
+            gt, mask = batch["occ_semantics"][0].cpu().numpy(), batch["occ_mask_camera"][0].cpu().numpy()
+            occupancy.update(result.semantics, gt, mask)
+            for threshold, metrics in sweep.items():  # geometry only: every occupied voxel is 'others'
+                metrics.update(np.where(result.occupancy_probability > threshold, 0, FREE_LABEL), gt, mask)
 
     report = {
         "checkpoint": str(checkpoint), "dataroot": str(dataroot), "version": version, "model": config.name,
@@ -95,6 +100,10 @@ def evaluate(checkpoint: str | Path, dataroot: str | Path, version: str, scenes:
             occ["per_class_iou"] = None
             occ["note"] = "no text encoder in the checkpoint: semantics unavailable, geometric IoU only"
         report["occupancy"] = occ
+        if sweep:
+            report["occupancy"]["threshold"] = perception.config.occupancy_threshold
+            report["occupancy"]["subsamples"] = list(perception.config.occupancy_subsamples)
+            report["occupancy_sweep"] = {str(t): m.compute()["geometric_iou"] for t, m in sweep.items()}
     else:
         report["occupancy"] = None
     return report
@@ -123,6 +132,8 @@ def format_report(report: dict) -> str:
     else:
         miou = "-" if occ["miou"] is None else f"{occ['miou']:.2f}"
         lines.append(f"occupancy        IoU {occ['geometric_iou']:.2f}  mIoU {miou}  ({occ['samples']} keyframes)")
+    if report.get("occupancy_sweep"):
+        lines.append("IoU by threshold " + "  ".join(f"{t}: {iou:.2f}" for t, iou in report["occupancy_sweep"].items()))
     lines.append("latency (ms)     " + "  ".join(f"{k} {v:.1f}" for k, v in report["latency_ms"].items()))
     return "\n".join(lines)
 

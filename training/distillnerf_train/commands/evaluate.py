@@ -21,9 +21,22 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--scenes", nargs="*", help="scene names to evaluate (default: all)")
     p.add_argument("--max-samples", type=int, help="evaluate only the first N keyframes")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--occupancy-sweep", type=_thresholds, default=(), metavar="T,T,...",
+                   help="also report the geometric IoU at each occupancy threshold (calibrate on training scenes, "
+                        "then set occupancy_threshold in the model config and run distillnerf export)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
     return p
+
+
+def _thresholds(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated thresholds, got {text!r}") from None
+    if not all(0.0 <= v < 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"thresholds must lie in [0, 1), got {text!r}")
+    return values
 
 
 def run(args) -> int:
@@ -31,7 +44,8 @@ def run(args) -> int:
 
     try:
         report = evaluate(args.checkpoint, args.data, args.version, scenes=args.scenes, device=args.device,
-                          max_samples=args.max_samples, progress=not args.json and sys.stderr.isatty())
+                          max_samples=args.max_samples, progress=not args.json and sys.stderr.isatty(),
+                          occupancy_sweep=args.occupancy_sweep)
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         print(f"distillnerf eval: error: {error}", file=sys.stderr)
         return 2
