@@ -90,9 +90,8 @@ def export_checkpoint(source: str | os.PathLike, destination: str | os.PathLike,
     the checkpoint's: how a trained checkpoint takes the inference settings (occupancy threshold, sub-samples)
     calibrated after training. The weights are copied unchanged."""
     model, saved, extras = load_checkpoint(source)
-    if not config.same_weights_layout(saved):
-        changed = sorted(k for k, v in config.to_dict().items()
-                         if k not in config.INFERENCE_SETTINGS and saved.to_dict()[k] != v)
+    changed = config.weights_layout_differences(saved)
+    if changed:
         raise ValueError(f"{source}: model config {config.name!r} differs from the checkpoint's in {changed}, "
                          "not only in inference settings")
     return save_checkpoint(destination, model, replace(config, backbone_pretrained=saved.backbone_pretrained), extras)

@@ -133,10 +133,14 @@ class ModelConfig:
     #: these serve every other value.
     INFERENCE_SETTINGS = ("backbone_pretrained", "occupancy_threshold", "occupancy_subsamples", "visibility_margin")
 
-    def same_weights_layout(self, other: "ModelConfig") -> bool:
-        """True when weights trained under ``other`` mean the same under this config (inference settings aside)."""
+    def weights_layout_differences(self, other: "ModelConfig") -> list[str]:
+        """The settings, inference settings aside, in which ``other`` differs: weights trained under ``other``
+        mean the same under this config when there are none."""
         mine, theirs = self.to_dict(), other.to_dict()
-        return all(mine[k] == theirs[k] for k in mine if k not in self.INFERENCE_SETTINGS)
+        return sorted(k for k in mine if k not in self.INFERENCE_SETTINGS and mine[k] != theirs[k])
+
+    def same_weights_layout(self, other: "ModelConfig") -> bool:
+        return not self.weights_layout_differences(other)
 
     def to_dict(self) -> dict:
         data = asdict(self)

@@ -7,6 +7,7 @@ regular sub-grid inside it (thin surfaces then still register).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,14 +43,21 @@ class OccGridSpec:
 
     def centres(self, device: torch.device | str = "cpu", subsamples: int | Sequence[int] = 1) -> Tensor:
         """Sample points [X*Y*Z*S, 3] ordered [ix, iy, iz, sub] (S sub-samples per voxel, a regular sub-grid of
-        ``subsamples`` per axis); the voxel centres when subsamples is 1."""
-        vs = torch.tensor(self.voxel_size, device=device)
-        origin = torch.tensor(self.origin, device=device)
-        axes = [torch.arange(n, device=device, dtype=torch.float32) for n in self.size]
-        grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 1, 3)
-        offsets = [(torch.arange(n, device=device, dtype=torch.float32) + 0.5) / n for n in per_axis(subsamples)]
-        sub = torch.stack(torch.meshgrid(*offsets, indexing="ij"), dim=-1).reshape(1, -1, 3)
-        return (origin + (grid + sub) * vs).reshape(-1, 3)
+        ``subsamples`` per axis); the voxel centres when subsamples is 1. Built once per (spec, device,
+        sub-samples) and shared: treat the result as read-only."""
+        return _sample_points(self, torch.device(device), per_axis(subsamples))
+
+
+@functools.lru_cache(maxsize=8)
+def _sample_points(spec: OccGridSpec, device: torch.device, subsamples: tuple[int, int, int]) -> Tensor:
+    # Constant per grid: the per-frame queries must not rebuild a million points every time.
+    vs = torch.tensor(spec.voxel_size, device=device)
+    origin = torch.tensor(spec.origin, device=device)
+    axes = [torch.arange(n, device=device, dtype=torch.float32) for n in spec.size]
+    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 1, 3)
+    offsets = [(torch.arange(n, device=device, dtype=torch.float32) + 0.5) / n for n in subsamples]
+    sub = torch.stack(torch.meshgrid(*offsets, indexing="ij"), dim=-1).reshape(1, -1, 3)
+    return (origin + (grid + sub) * vs).reshape(-1, 3)
 
 
 def per_axis(subsamples: int | Sequence[int]) -> tuple[int, int, int]:

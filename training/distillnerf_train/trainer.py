@@ -280,9 +280,10 @@ class Trainer:
         """Weights of an inference checkpoint (``model.pt``) trained with the same model config; the optimiser and
         schedule start afresh at step 0 (``resume`` instead continues a run exactly)."""
         model, saved, _ = load_checkpoint(path)
-        if not self.model_config.same_weights_layout(saved):
+        changed = self.model_config.weights_layout_differences(saved)
+        if changed:
             raise ValueError(f"train.init_from {path}: trained with model config {saved.name!r}, which differs "
-                             f"from this run's {self.model_config.name!r}")
+                             f"from this run's {self.model_config.name!r} in {changed}")
         self.model.load_state_dict(model.state_dict())
 
     def resume(self, path: Path | None = None) -> None:
