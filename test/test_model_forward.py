@@ -154,6 +154,7 @@ def test_config_options_run(options):
     assert features.shape == (1, 5, config.feature_dim)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_matches_cpu():
     model = make_model().eval()

@@ -44,6 +44,12 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
     return path
 
 
+def shipped_checkpoint(config_name: str = "cpu") -> Path | None:
+    """The checkpoint shipped inside the model library for a model config (``checkpoints/<name>.pt``), if any."""
+    path = Path(__file__).resolve().parent / "checkpoints" / f"{config_name}.pt"
+    return path if path.is_file() else None
+
+
 def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, config: ModelConfig, extras: dict | None = None
                     ) -> Path:
     path = Path(path)

@@ -69,6 +69,10 @@ class ModelConfig:
     fine_spacing: float = 0.1
     jitter_samples: bool = True  # jitter stage-1 bin samples within their bin in training
     lookup: str = "nearest"  # 'nearest' | 'trilinear'
+    # Early ray termination: a ray stops once its transmittance is below this (0 = off); it is marched this many
+    # samples at a time (0 = all at once), so the samples behind a surface are never looked up.
+    early_stop_transmittance: float = 1.0e-4
+    march_chunk: int = 24
     mlp_hidden: int = 64
     render_feature_dim: int = 64  # rendered channels fed to the decoder (plus normalised depth = 65)
     density_bias: float = -1.0  # added to the density MLP output before softplus
@@ -123,6 +127,10 @@ class ModelConfig:
             problems.append("need at least 1 candidate and 2 depth bins")
         if len(self.occupancy_subsamples) != 3 or min(self.occupancy_subsamples) < 1:
             problems.append(f"occupancy_subsamples must be 3 positive counts, got {self.occupancy_subsamples}")
+        if not 0.0 <= self.early_stop_transmittance < 1.0:
+            problems.append(f"early_stop_transmittance must be in [0, 1), got {self.early_stop_transmittance}")
+        if self.march_chunk < 0:
+            problems.append(f"march_chunk must be >= 0, got {self.march_chunk}")
         if self.feature_stride not in (1, 2, 4):
             problems.append("feature_stride must be 1, 2 or 4")
         if problems:
@@ -131,7 +139,8 @@ class ModelConfig:
 
     #: Settings read only when weights are loaded or results post-processed: weights trained under one value of
     #: these serve every other value.
-    INFERENCE_SETTINGS = ("backbone_pretrained", "occupancy_threshold", "occupancy_subsamples", "visibility_margin")
+    INFERENCE_SETTINGS = ("backbone_pretrained", "occupancy_threshold", "occupancy_subsamples", "visibility_margin",
+                          "early_stop_transmittance", "march_chunk")
 
     def weights_layout_differences(self, other: "ModelConfig") -> list[str]:
         """The settings, inference settings aside, in which ``other`` differs: weights trained under ``other``

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distillnerf.config import ModelConfig
-from distillnerf.geometry import contract
-from distillnerf.voxels import VoxelLevel, quantise, voxel_centres
+from distillnerf.geometry import contract, contract_components
+from distillnerf.voxels import TwoLevelIndex, VoxelLevel, voxel_centres
 
 
 @dataclass
@@ -31,20 +31,33 @@ class SparseVoxelField:
     radius_z: float
     alpha: float
     decoded: dict[str, Tensor] = dataclass_field(default_factory=dict)  # name -> [Vc + Vf + 1, ...], last = empty
+    _index: TwoLevelIndex | None = dataclass_field(default=None, repr=False, compare=False)
 
     def contract(self, points: Tensor) -> Tensor:
         return contract(points, self.radius_xy, self.radius_z, self.alpha)
 
+    @property
+    def index(self) -> TwoLevelIndex:
+        """The O(1) lookup over both levels, built on first use (the levels must not change afterwards)."""
+        index = self._index
+        if index is None or index.coarse.keys is not self.coarse.keys or index.fine.keys is not self.fine.keys:
+            self._index = TwoLevelIndex(self.coarse, self.fine, self.batch_size)
+        return self._index
+
+    @property
+    def empty_row(self) -> int:
+        """Row of empty space in the stacked table (zero density, zero features)."""
+        return self.coarse.keys.numel() + self.fine.keys.numel()
+
     def nearest_rows(self, batch: Tensor, coords: Tensor) -> Tensor:
-        """Row in the stacked table [coarse; fine; empty] for each point, with the density complement."""
-        # Power-of-two resolutions (ModelConfig.validate) make this equal to fine index // ratio, as when built.
-        coarse_rows = self.coarse.lookup(batch, quantise(coords, self.coarse.resolution))
-        vc, vf = self.coarse.keys.numel(), self.fine.keys.numel()
-        rows = torch.where(coarse_rows >= 0, coarse_rows, torch.full_like(coarse_rows, vc + vf))
-        # a fine voxel exists only inside an occupied coarse voxel: search the fine level for those points only
-        inside = (coarse_rows >= 0).nonzero()[:, 0]
-        fine_rows = self.fine.lookup(batch[inside], quantise(coords[inside], self.fine.resolution))
-        return rows.index_put((inside,), torch.where(fine_rows >= 0, fine_rows + vc, rows[inside]))
+        """Row in the stacked table [coarse; fine; empty] for each contracted point, with the density complement:
+        the fine voxel where one exists, else its coarse voxel, else empty space."""
+        return self.index.rows(batch, coords)
+
+    def rows(self, batch: Tensor | None, points: Tensor) -> Tensor:
+        """Stacked row of each ego point [..., 3] of batch entries (broadcastable to [...]; None = entry 0)."""
+        coords = contract_components(*points.unbind(-1), self.radius_xy, self.radius_z, self.alpha)
+        return self.index.rows_of_components(batch, *coords)
 
     @property
     def num_voxels(self) -> tuple[int, int]:
@@ -116,11 +129,10 @@ class FieldHeads(nn.Module):
     def query(self, field: SparseVoxelField, batch: Tensor, points: Tensor, names: tuple[str, ...]
               ) -> tuple[dict[str, Tensor], Tensor]:
         """Outputs at ego points [P,3] of batch entries [P]; also returns a mask of points inside occupied voxels."""
-        coords = field.contract(points)
         if self.config.lookup == "nearest":
-            rows = field.nearest_rows(batch, coords)
-            empty = field.coarse.keys.numel() + field.fine.keys.numel()
-            return {name: field.decoded[name][rows] for name in names}, rows != empty
+            rows = field.rows(batch, points)
+            return {name: field.decoded[name][rows] for name in names}, rows != field.empty_row
+        coords = field.contract(points)
         fine, fine_found = _interpolate_level(field.fine, batch, coords)
         coarse, coarse_found = _interpolate_level(field.coarse, batch, coords)
         found = fine_found | coarse_found

@@ -82,13 +82,17 @@ def _contract_factor(magnitude: Tensor, radius: float, alpha: float) -> Tensor:
 
 
 def contract(points: Tensor, radius_xy: float, radius_z: float, alpha: float) -> Tensor:
-    """Map ego points [..., 3] (metres) into [-1, 1]^3: xy contracted by their joint norm, z on its own.
+    """Map ego points [..., 3] (metres) into [-1, 1]^3: xy contracted by their joint norm, z on its own."""
+    return torch.stack(contract_components(*points.unbind(-1), radius_xy, radius_z, alpha), dim=-1)
 
-    Written as a per-group scale factor: this runs on every ray sample, so it is kept to few tensor passes."""
-    xy, z = points[..., :2], points[..., 2:]
-    factor_xy = _contract_factor(xy.norm(dim=-1, keepdim=True), radius_xy, alpha)
+
+def contract_components(x: Tensor, y: Tensor, z: Tensor, radius_xy: float, radius_z: float, alpha: float
+                        ) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`contract` on separate coordinate arrays (any shape). This runs on every ray sample: contiguous
+    components and a per-group scale factor keep it to few tensor passes."""
+    factor_xy = _contract_factor(torch.hypot(x, y), radius_xy, alpha)
     factor_z = _contract_factor(z.abs(), radius_z, alpha)
-    return torch.cat([xy * factor_xy, z * factor_z], dim=-1)
+    return x * factor_xy, y * factor_xy, z * factor_z
 
 
 def uncontract(coords: Tensor, radius_xy: float, radius_z: float, alpha: float) -> Tensor:

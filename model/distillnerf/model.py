@@ -103,7 +103,8 @@ class DistillNeRF(nn.Module):
             t = ray_samples(self.depth.edges, weights_grid.detach(), c, jitter=self.training and c.jitter_samples)
             channels = ("render", "features") if c.feature_head else ("render",)
             rays = render_rays(self.heads, field, camera_batch.repeat_interleave(h * w),
-                               r_origins.reshape(-1, 3), r_directions.reshape(-1, 3), t, c.far, channels)
+                               r_origins.reshape(-1, 3), r_directions.reshape(-1, 3), t, c.far, channels,
+                               c.early_stop_transmittance, c.march_chunk)
             z = r_z.reshape(bn, h, w)
             depth = rays["distance"].reshape(bn, h, w) * z
 

@@ -1,8 +1,10 @@
 """Sparse hierarchical voxels: quantise contracted points into two grids over [-1, 1]^3, mean-pool the points of
 each voxel (across cameras and candidates), and run sparse 3x3x3 convolutions fine-to-coarse (spconv).
 
-A level is a sorted list of occupied voxels (batch, ix, iy, iz) with one feature row each; the sorted linear key
-makes nearest-voxel lookup a ``searchsorted``. spconv needs ``ConvAlgo.Native`` on CPU; on CUDA its default
+A level is a sorted list of occupied voxels (batch, ix, iy, iz) with one feature row each. The two levels together
+are the field's occupancy grid: :class:`TwoLevelIndex` finds a point's voxel in O(1) (a dense row volume for the
+coarse level, a block of child rows per occupied coarse voxel for the fine level), so empty space costs one gather.
+spconv needs ``ConvAlgo.Native`` on CPU; on CUDA its default
 implicit-GEMM algorithm is used, selected at run time from the features' device.
 """
 
@@ -92,6 +94,82 @@ class VoxelLevel:
 
     def with_features(self, features: Tensor) -> "VoxelLevel":
         return VoxelLevel(self.resolution, self.keys, self.indices, features, self.batch_size, self._table)
+
+
+class TwoLevelIndex:
+    """O(1) nearest-voxel lookup into the stacked row table [coarse; fine; empty] of a two-level field.
+
+    ``coarse_table`` maps every coarse cell of the batch's grids to its coarse row (-1 = empty); when that volume
+    would exceed DENSE_LOOKUP_LIMIT cells the coarse level falls back to binary search over its sorted keys.
+    ``blocks`` holds, for each occupied coarse voxel, the stacked row of each of its ratio^3 fine children: the
+    fine voxel's row where one exists, else the coarse voxel's own row (the density complement). A lookup is
+    therefore one gather in each table, and a point in empty coarse space never touches the fine level.
+    """
+
+    def __init__(self, coarse: VoxelLevel, fine: VoxelLevel, batch_size: int):
+        self.coarse, self.fine = coarse, fine
+        self.ratio = fine.resolution // coarse.resolution
+        vc, vf = coarse.keys.numel(), fine.keys.numel()
+        self.empty = vc + vf
+        device = coarse.keys.device
+        cells = batch_size * coarse.resolution ** 3
+        self.coarse_table = None
+        if 0 < cells <= DENSE_LOOKUP_LIMIT:
+            self.coarse_table = torch.full((cells,), -1, dtype=torch.int32, device=device)
+            self.coarse_table[coarse.keys] = torch.arange(vc, dtype=torch.int32, device=device)
+        block = self.ratio ** 3
+        blocks = torch.arange(vc, dtype=torch.int32, device=device)[:, None].repeat(1, block)
+        if vf:
+            index = fine.indices.long()
+            parent = self.coarse_rows(index[:, 0], index[:, 1:] // self.ratio)
+            blocks[parent, self.local_index(index[:, 1:])] = torch.arange(vc, vc + vf, dtype=torch.int32,
+                                                                           device=device)
+        self.blocks = torch.cat([blocks.reshape(-1), torch.full((block,), self.empty, dtype=torch.int32,
+                                                                 device=device)])
+
+    def local_index(self, fine_index: Tensor) -> Tensor:
+        r = self.ratio
+        local = fine_index % r
+        return (local[..., 0] * r + local[..., 1]) * r + local[..., 2]
+
+    def coarse_rows(self, batch: Tensor, coarse_index: Tensor) -> Tensor:
+        keys = linear_key(batch, coarse_index, self.coarse.resolution)
+        if self.coarse.keys.numel() == 0:
+            return torch.full_like(keys, -1)
+        if self.coarse_table is not None:
+            return self.coarse_table[keys].long()
+        position = torch.searchsorted(self.coarse.keys, keys).clamp_(max=self.coarse.keys.numel() - 1)
+        return torch.where(self.coarse.keys[position] == keys, position, torch.full_like(position, -1))
+
+    def rows(self, batch: Tensor, coords: Tensor) -> Tensor:
+        """Stacked row (int64) of each point (batch [P], contracted coords [P,3]); ``empty`` where nothing is."""
+        return self.rows_of_components(batch, *coords.unbind(-1))
+
+    def rows_of_components(self, batch: Tensor | None, x: Tensor, y: Tensor, z: Tensor) -> Tensor:
+        """:meth:`rows` from contracted coordinate arrays of one shape (``batch`` broadcastable to it; None = all
+        batch entry 0). int32 shifts and masks (the resolutions are powers of two) keep each pass cheap."""
+        fine_bits = self.fine.resolution.bit_length() - 1
+        ratio_bits = self.ratio.bit_length() - 1
+        coarse_bits = fine_bits - ratio_bits
+        mask = self.ratio - 1
+        half = 0.5 * self.fine.resolution
+        # same rounding as quantise(): clamp in float, then truncate
+        fx, fy, fz = ((c * half).add_(half).clamp_(0.0, self.fine.resolution - 1).to(torch.int32) for c in (x, y, z))
+        key = (((fx >> ratio_bits) << coarse_bits) | (fy >> ratio_bits)) << coarse_bits | (fz >> ratio_bits)
+        if batch is not None:
+            key = key + (batch.to(torch.int32) << (3 * coarse_bits))
+        if self.coarse.keys.numel() == 0:
+            return torch.full(key.shape, self.empty, dtype=torch.long, device=key.device)
+        if self.coarse_table is not None:
+            coarse = self.coarse_table[key.long()]
+        else:
+            keys = key.long()
+            position = torch.searchsorted(self.coarse.keys, keys).clamp_(max=self.coarse.keys.numel() - 1)
+            coarse = torch.where(self.coarse.keys[position] == keys, position, -1).int()
+        # empty coarse space reads the all-empty block appended after the real ones
+        block = torch.where(coarse >= 0, coarse, self.coarse.keys.numel())
+        local = (((fx & mask) << ratio_bits | (fy & mask)) << ratio_bits) | (fz & mask)
+        return self.blocks[((block << (3 * ratio_bits)) | local).long()].long()
 
 
 def decode_keys(keys: Tensor, resolution: int) -> Tensor:

@@ -42,7 +42,7 @@ def render_views(model: DistillNeRF, out: dict, intrinsics: torch.Tensor, cam_to
     t = ray_samples(edges, guide_weights, c, jitter=model.training and c.jitter_samples)
     batch = torch.arange(b, device=poses.device).repeat_interleave(n * v * h * w)
     rays = render_rays(model.heads, out["field"], batch, origins.reshape(-1, 3), directions.reshape(-1, 3), t, c.far,
-                       ("render",))
+                       ("render",), c.early_stop_transmittance, c.march_chunk)
     depth = rays["distance"].reshape(count, h, w) * z_per_distance
     render = rays["render"].reshape(count, h, w, -1).permute(0, 3, 1, 2)
     rgb = model.decoder(torch.cat([render, (depth / c.far)[:, None]], dim=1))

@@ -1,6 +1,10 @@
-"""``distillnerf bench``: per-stage latency of one 6-camera frame (the paper's Table 7 rows), peak memory and
-parameter counts. Median over warm runs; random images on the nuScenes rig; seeded random weights unless a
-checkpoint is given (latency does not depend on the weights' values)."""
+"""``distillnerf bench``: per-stage latency of one 6-camera frame (the paper's Table 7 rows), peak memory, parameter
+counts, the sparse field's voxel counts and, where the training package is installed, one training step.
+
+Measures what users run: the checkpoint shipped for the config (``checkpoints/<config>.pt``) by default. Latency
+depends on the weights: trained depths spread the lifted points over many more voxels than random weights do, so
+random weights are used only when asked (``--random-weights``) or when the config ships no checkpoint, and the
+report says which. Median over warm runs; random images on the nuScenes rig."""
 
 from __future__ import annotations
 
@@ -23,7 +27,14 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p = subparsers.add_parser(name, help="benchmark the model's per-stage latency",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="cpu", help="model config name or path (default: cpu)")
-    p.add_argument("--checkpoint", default=None, help="benchmark this checkpoint instead of random weights")
+    p.add_argument("--checkpoint", default=None,
+                   help="benchmark this checkpoint (default: the one shipped for --config, if any)")
+    p.add_argument("--random-weights", action="store_true",
+                   help="seeded random weights instead of the shipped checkpoint (fewer voxels: not what users run)")
+    p.add_argument("--amp", action="store_true", help="run the frame under fp16 autocast (CUDA only)")
+    p.add_argument("--train-runs", type=int, default=3,
+                   help="timed training steps (forward, losses, backward, Adam) on one synthetic keyframe; 0 = skip "
+                        "(needs the training package; default: 3)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
     p.add_argument("--warmup", type=int, default=2, help="untimed runs first (default: 2)")
     p.add_argument("--runs", type=int, default=5, help="timed runs; the median is reported (default: 5)")
@@ -44,8 +55,15 @@ def peak_memory_mb(device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
 
 
+def training_step_plugins():
+    """Training-step benchmarks registered by other packages (the training package) under ``distillnerf.bench``."""
+    from importlib.metadata import entry_points
+
+    return list(entry_points(group="distillnerf.bench"))
+
+
 def benchmark(config_name: str, device: str = "auto", warmup: int = 2, runs: int = 5, checkpoint: str | None = None,
-              seed: int = 0) -> dict:
+              seed: int = 0, random_weights: bool = False, train_runs: int = 0, amp: bool = False) -> dict:
     import statistics
 
     import numpy as np
@@ -57,15 +75,22 @@ def benchmark(config_name: str, device: str = "auto", warmup: int = 2, runs: int
     from distillnerf.rig import load_rig
     from distillnerf.timing import StageTimer
 
-    dev = resolve_device(device)
-    if checkpoint:
-        from distillnerf.checkpoint import load_checkpoint
+    from distillnerf.checkpoint import load_checkpoint, shipped_checkpoint
 
+    dev = resolve_device(device)
+    if amp and dev.type != "cuda":
+        raise ValueError("--amp (fp16 autocast) needs a CUDA device")
+    if checkpoint is None and not random_weights:
+        shipped = shipped_checkpoint(config_name)
+        checkpoint = str(shipped) if shipped else None
+    if checkpoint and not random_weights:
         model, config, _ = load_checkpoint(checkpoint, map_location=dev)
+        weights = f"checkpoint {checkpoint}"
     else:
         config = load_model_config(config_name)
         torch.manual_seed(seed)
         model = DistillNeRF(config).to(dev)
+        weights = f"random weights (seed {seed}): fewer voxels than trained weights, not what users run"
     model.eval()
     width, height = config.input_size
     rig = load_rig("nuscenes").resized(width, height)
@@ -78,7 +103,7 @@ def benchmark(config_name: str, device: str = "auto", warmup: int = 2, runs: int
         torch.cuda.reset_peak_memory_stats(dev)
     samples: list[dict[str, float]] = []
     voxels = (0, 0)
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.float16, enabled=amp):
         for i in range(warmup + runs):
             timer = StageTimer(dev)
             out = model(images, intrinsics, cam_to_ego, timer=timer)
@@ -87,6 +112,11 @@ def benchmark(config_name: str, device: str = "auto", warmup: int = 2, runs: int
             if i >= warmup:
                 samples.append(timings)
     stages = {key: statistics.median(s[key] for s in samples) for _, key in TABLE7_ROWS}
+    train_step = None
+    if train_runs > 0:
+        plugins = training_step_plugins()
+        train_step = {"unavailable": "the training package is not installed"} if not plugins else \
+            plugins[0].load()(model, config, dev, warmup=1, runs=train_runs)
     return {
         "config": config.name,
         "device": str(dev),
@@ -103,12 +133,15 @@ def benchmark(config_name: str, device: str = "auto", warmup: int = 2, runs: int
         "peak_memory_kind": "cuda max_memory_allocated" if dev.type == "cuda" else "process peak RSS",
         "parameters": model.parameter_counts(),
         "voxels": {"coarse": voxels[0], "fine": voxels[1]},
+        "weights": weights,
+        "precision": "fp16 autocast" if amp else "fp32",
+        "training_step": train_step,
     }
 
 
 def format_table(result: dict) -> str:
     lines = [f"DistillNeRF bench: config {result['config']} on {result['device_name']} ({result['device']}, "
-             f"{result['threads']} threads), {result['cameras']} cameras {result['input_size'][0]}x"
+             f"{result['threads']} threads, {result['precision']}), {result['cameras']} cameras {result['input_size'][0]}x"
              f"{result['input_size'][1]} -> render {result['render_size'][0]}x{result['render_size'][1]}, "
              f"median of {result['runs']} runs after {result['warmup']} warm-up"]
     for row, ms in result["rows"].items():
@@ -117,6 +150,13 @@ def format_table(result: dict) -> str:
     params = result["parameters"]
     lines.append("  parameters: " + ", ".join(f"{k} {v / 1e6:.3f} M" for k, v in params.items()))
     lines.append(f"  voxels: coarse {result['voxels']['coarse']}, fine {result['voxels']['fine']}")
+    step = result.get("training_step")
+    if step and "median_ms" in step:
+        lines.append(f"  {'training step':<26s} {step['median_ms']:9.1f} ms (forward, {step['losses']} losses, "
+                     f"backward, Adam; median of {step['runs']}{', fp16 autocast' if step['amp'] else ''})")
+    elif step:
+        lines.append(f"  training step: unavailable ({step['unavailable']})")
+    lines.append(f"  weights: {result['weights']}")
     return "\n".join(lines)
 
 
@@ -127,7 +167,8 @@ def run(args: argparse.Namespace) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     try:
-        result = benchmark(args.config, args.device, args.warmup, args.runs, args.checkpoint)
+        result = benchmark(args.config, args.device, args.warmup, args.runs, args.checkpoint,
+                           random_weights=args.random_weights, train_runs=args.train_runs, amp=args.amp)
     except (RuntimeError, FileNotFoundError, ValueError) as error:
         print(f"distillnerf bench: {error}", file=sys.stderr)
         return 1
