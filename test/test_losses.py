@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from distillnerf_train.losses import (DistillNeRFLoss, LossConfig, VGGPerceptualLoss, backproject_depth,
                                       dense_depth_loss, density_distillation_loss, lidar_depth_loss,
@@ -168,3 +169,32 @@ def test_train_step_with_model_dropout_and_distillation():
     total.backward()
     grads = [p.grad for p in model.decoder.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_feature_contrast_is_class_balanced_and_prefers_the_right_prototype():
+    from distillnerf_train.losses import feature_contrast_loss
+
+    prototypes = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    # 30 pixels of class 0 (the 'road'), 2 of class 2; targets equal their prototypes
+    target = torch.cat([prototypes[0].expand(30, 2), prototypes[2].expand(2, 2)])
+    target = target.T.reshape(1, 1, 2, 4, 8)
+    valid = torch.ones(1, 1, 4, 8, dtype=torch.bool)
+    right = feature_contrast_loss(target.clone(), target, valid, prototypes, 0.05)
+    wrong_rare = target.clone().reshape(1, 1, 2, 32)
+    wrong_rare[..., 30:] = prototypes[1][:, None]  # the two rare pixels rendered as class 1
+    wrong = feature_contrast_loss(wrong_rare.reshape(1, 1, 2, 4, 8), target, valid, prototypes, 0.05)
+    assert float(right) < 1e-3
+    # balanced: the 2 wrong pixels of 32 weigh as one class of two, not 1/16 of the pixels
+    assert float(wrong) > 0.4 * float(F.cross_entropy(torch.tensor([[-2.0 / 0.05, -0.0, -1.0 / 0.05]]),
+                                                        torch.tensor([2])))
+    with pytest.raises(ValueError, match="class prototypes"):
+        DistillNeRFLoss(LossConfig(feature_contrast=1.0))
+    loss = DistillNeRFLoss(LossConfig(feature_contrast=1.0), prototypes)
+    out = {"features": target.clone().requires_grad_(True), "depth": torch.ones(1, 1, 4, 8)}
+    batch = {"features": target, "features_valid": torch.ones(1, 1, dtype=torch.bool),
+             "camera_valid": torch.ones(1, 1, dtype=torch.bool), "images": torch.zeros(1, 1, 3, 8, 16)}
+    _, terms = DistillNeRFLoss(LossConfig(rgb_l1=0.0, feature_contrast=1.0, features=0.0, lidar_depth=0.0,
+                                          lidar_coarse_depth=0.0, dense_depth=0.0, entropy=0.0, opacity=0.0),
+                               prototypes)(out, batch)
+    assert set(terms) == {"feature_contrast"} and terms["feature_contrast"] < 1e-3
+    assert loss.class_prototypes.shape == (3, 2)

@@ -206,3 +206,25 @@ def test_ddad_rig_renders_its_six_cameras():
     for name in world.rig.camera_names:
         frame = world.render_camera(name, 0.0)
         assert frame.rgb.shape == (61, 97, 3) and (~frame.sky).mean() > 0.3
+
+
+def test_synth_config_extends_and_draws_rates_per_scene(tmp_path):
+    import numpy as np
+
+    from distillnerf_train.synth.config import load_synth_config
+    from distillnerf_train.synth.layout import _draw_scene_rates
+
+    base = load_synth_config("default")
+    mixed = load_synth_config("train_mixed")
+    assert mixed["street"] == base["street"] and mixed["objects"]["poles"] == base["objects"]["poles"]
+    low, high = mixed["objects"]["buses"]
+    rates = [_draw_scene_rates(np.random.default_rng(s), mixed)["objects"]["buses"] for s in range(20)]
+    assert all(low <= r <= high for r in rates) and len(set(rates)) == 20
+    rng = np.random.default_rng(0)
+    state = rng.bit_generator.state
+    assert _draw_scene_rates(rng, base)["objects"] == base["objects"]
+    assert rng.bit_generator.state == state  # scalar rates draw nothing: the default world is unchanged
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("extends: default\nobjects:\n  busses: 3\n")
+    with pytest.raises(ValueError, match="busses"):
+        load_synth_config(str(bad))

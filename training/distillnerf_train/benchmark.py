@@ -18,14 +18,16 @@ import torch
 from .config import load_train_config
 from .data import NuScenesKeyframes
 from .losses import DistillNeRFLoss
-from .trainer import TrainStep, collate, to_device
+from .trainer import TrainStep, class_prototypes, collate, to_device
 
 #: The losses of the shipped run (its stage-2 config), so the figure is what training actually pays per step.
 BENCH_TRAIN_CONFIG = "cpu_synth_finetune"
 
 
-def synthetic_sample(width: int, height: int, render_size: tuple[int, int], cameras: tuple[str, ...]) -> dict:
-    """One keyframe of the synthetic world (seed 0, scene 0) as a training batch of one."""
+def synthetic_sample(width: int, height: int, render_size: tuple[int, int], cameras: tuple[str, ...]
+                     ) -> tuple[dict, torch.Tensor]:
+    """One keyframe of the synthetic world (seed 0, scene 0) as a training batch of one, and the class prototypes
+    of its feature targets."""
     import distillnerf
 
     from .features.semantic import write_semantic_targets
@@ -37,7 +39,7 @@ def synthetic_sample(width: int, height: int, render_size: tuple[int, int], came
         config = load_train_config(BENCH_TRAIN_CONFIG).data
         dataset = NuScenesKeyframes(replace(config, dataroot=root, version="v1.0-synth", input_size=(width, height),
                                             render_size=render_size, cameras=list(cameras)))
-        return collate([dataset[0]])
+        return collate([dataset[0]]), class_prototypes(Path(root) / "features")
 
 
 def training_step(model, config, device: torch.device, warmup: int = 1, runs: int = 3) -> dict:
@@ -45,9 +47,10 @@ def training_step(model, config, device: torch.device, warmup: int = 1, runs: in
     import copy
 
     train_config = load_train_config(BENCH_TRAIN_CONFIG)
-    batch = to_device(synthetic_sample(*config.input_size, config.render_size, tuple(config.camera_names)), device)
+    batch, prototypes = synthetic_sample(*config.input_size, config.render_size, tuple(config.camera_names))
+    batch = to_device(batch, device)
     model = copy.deepcopy(model).to(device).train()
-    step = TrainStep(model, DistillNeRFLoss(train_config.losses), render_virtual=True).to(device)
+    step = TrainStep(model, DistillNeRFLoss(train_config.losses, prototypes), render_virtual=True).to(device)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-5,
                                  betas=tuple(train_config.optim.betas))
     amp = device.type == "cuda" and train_config.train.amp

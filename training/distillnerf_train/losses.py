@@ -36,6 +36,12 @@ class LossConfig:
     virtual_rgb: float = 1.0
     virtual_depth: float = 1.0
     features: float = 1.0
+    # Not in the paper: the rendered feature must be nearer its pixel's class prototype (the reduced text embedding
+    # of the class prompt, from the features' reducer.pt) than any other class's: cross-entropy over negative
+    # squared distances / temperature, averaged per class so road and buildings do not drown the rest. The L1
+    # term alone regresses every pixel towards the average of prototypes that lie close together after PCA.
+    feature_contrast: float = 0.0
+    feature_temperature: float = 0.05
     entropy: float = 0.01
     opacity: float = 0.1
     density_distill: float = 0.0  # KDBTS: student density at 3D points matches the all-camera teacher's
@@ -117,6 +123,25 @@ def dense_depth_loss(pred: torch.Tensor, target: torch.Tensor, near_range: float
 def feature_l1_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """L1 between rendered ``[B,N,F,h,w]`` and PCA-reduced target features, cameras with a target only."""
     return _masked_mean((pred - target).abs(), _camera_mask(valid, pred))
+
+
+def feature_contrast_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, prototypes: torch.Tensor,
+                          temperature: float) -> torch.Tensor:
+    """Class-balanced cross-entropy of rendered features ``[B,N,F,h,w]`` against class ``prototypes`` [C,F]; each
+    pixel's class is the prototype nearest its target feature (exact for targets made from labels, zero-shot
+    pseudo-labels for distilled CLIP features)."""
+    f = pred.permute(0, 1, 3, 4, 2)[valid].reshape(-1, pred.shape[2]).float()
+    t = target.permute(0, 1, 3, 4, 2)[valid].reshape(-1, target.shape[2]).float()
+    if f.shape[0] == 0:
+        return pred.new_zeros(())
+    prototypes = prototypes.to(f)
+    labels = torch.cdist(t, prototypes).argmin(dim=1)
+    logits = -torch.cdist(f, prototypes).square() / temperature
+    per_pixel = F.cross_entropy(logits, labels, reduction="none")
+    counts = torch.bincount(labels, minlength=prototypes.shape[0]).to(per_pixel.dtype)
+    per_class = per_pixel.new_zeros(prototypes.shape[0]).index_add_(0, labels, per_pixel)
+    present = counts > 0
+    return (per_class[present] / counts[present]).mean()
 
 
 def ray_entropy_loss(weights: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
@@ -217,10 +242,15 @@ class DistillNeRFLoss(torch.nn.Module):
     outside the main forward pass (virtual-view renders, distillation densities, coordinates).
     """
 
-    def __init__(self, config: LossConfig) -> None:
+    def __init__(self, config: LossConfig, class_prototypes: torch.Tensor | None = None) -> None:
         super().__init__()
         self.config = config
         self.perceptual = VGGPerceptualLoss(config.lpips_vgg_weights) if config.rgb_lpips > 0 else None
+        if config.feature_contrast > 0 and class_prototypes is None:
+            raise ValueError("losses.feature_contrast needs class prototypes: the features' reducer.pt must carry "
+                             "'class_targets' (written by distillnerf features)")
+        self.register_buffer("class_prototypes", None if class_prototypes is None else
+                             torch.as_tensor(class_prototypes, dtype=torch.float32), persistent=False)
 
     def forward(self, out: dict, batch: dict, extra: dict | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         cfg, extra = self.config, extra or {}
@@ -259,6 +289,11 @@ class DistillNeRFLoss(torch.nn.Module):
         if cfg.features > 0 and "features" in out and "features" in batch and bool(batch["features_valid"].any()):
             terms["features"] = cfg.features * feature_l1_loss(out["features"], batch["features"],
                                                                batch["features_valid"])
+        if cfg.feature_contrast > 0 and "features" in out and "features" in batch and \
+                bool(batch["features_valid"].any()):
+            mask = _camera_mask(batch["features_valid"] & (valid if valid is not None else True), out["depth"])
+            terms["feature_contrast"] = cfg.feature_contrast * feature_contrast_loss(
+                out["features"], batch["features"], mask, self.class_prototypes, cfg.feature_temperature)
         if cfg.entropy > 0 and "weights" in out:
             terms["entropy"] = cfg.entropy * ray_entropy_loss(out["weights"])
         if cfg.opacity > 0 and "opacity" in out:

@@ -120,6 +120,18 @@ def load_train_state(path: Path) -> dict:
     return state
 
 
+def class_prototypes(features_dir: Path) -> torch.Tensor:
+    """The class prototypes (reduced class-prompt text embeddings) that ``distillnerf features`` stores beside its
+    targets in ``reducer.pt``."""
+    path = Path(features_dir) / "reducer.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"losses.feature_contrast needs {path} (run distillnerf features)")
+    meta = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(meta, dict) or "class_targets" not in meta:
+        raise ValueError(f"{path} has no 'class_targets': re-run distillnerf features to write them")
+    return torch.as_tensor(meta["class_targets"], dtype=torch.float32)
+
+
 # -- schedule ------------------------------------------------------------------------------------------------------
 def lr_multiplier(config: TrainConfig):
     s, total = config.schedule, config.train.max_steps
@@ -208,7 +220,8 @@ class Trainer:
         self.model = DistillNeRF(self.model_config).to(self.device)
         if config.train.init_from:
             self.init_weights(Path(config.train.init_from))
-        self.step_module = TrainStep(self.model, DistillNeRFLoss(config.losses),
+        prototypes = class_prototypes(self.features_dir) if config.losses.feature_contrast > 0 else None
+        self.step_module = TrainStep(self.model, DistillNeRFLoss(config.losses, prototypes),
                                      config.train.render_virtual_views).to(self.device)
         self.ddp = None
         if self.world > 1:
@@ -266,9 +279,13 @@ class Trainer:
 
         save_checkpoint(path, self.model, self.model_config, self.export_extras())
 
+    @property
+    def features_dir(self) -> Path:
+        return Path(self.config.data.features_dir or Path(self.config.data.dataroot) / "features")
+
     def export_extras(self) -> dict:
         extras = {"step": self.step, "train_config": self.config.to_dict(), "dataset": self.config.data.dataroot}
-        reducer = Path(self.config.data.features_dir or Path(self.config.data.dataroot) / "features") / "reducer.pt"
+        reducer = self.features_dir / "reducer.pt"
         if reducer.is_file():  # the features command's PCA: the node must reduce text embeddings the same way
             meta = torch.load(reducer, map_location="cpu", weights_only=True)
             if not isinstance(meta, dict) or "reducer" not in meta:

@@ -16,7 +16,10 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                     "in (1e-3, 80] m, no median scaling; Occ3D IoU/mIoU (camera mask) when gt/occ3d exists; "
                     "median per-stage latency of the deployed inference path.")
     p.add_argument("--checkpoint", required=True, help="model checkpoint (distillnerf.checkpoint format)")
-    p.add_argument("--data", required=True, help="nuScenes-format dataroot")
+    p.add_argument("--data", help="nuScenes-format dataroot (or --suite)")
+    p.add_argument("--suite", metavar="NAME",
+                   help="score on a held-out suite instead (config/eval/NAME.yaml, e.g. heldout): every seed, the mean "
+                        "and the worst; each seed's synthetic dataset is generated on first use and cached")
     p.add_argument("--version", default="v1.0-trainval", help="table folder, e.g. v1.0-mini, v1.0-synth")
     p.add_argument("--scenes", nargs="*", help="scene names to evaluate (default: all)")
     p.add_argument("--max-samples", type=int, help="evaluate only the first N keyframes")
@@ -42,6 +45,11 @@ def _thresholds(text: str) -> tuple[float, ...]:
 def run(args) -> int:
     from distillnerf_train.evaluation import evaluate, format_report
 
+    if bool(args.data) == bool(args.suite):
+        print("distillnerf eval: error: give either --data DIR or --suite NAME", file=sys.stderr)
+        return 2
+    if args.suite:
+        return run_suite(args)
     try:
         report = evaluate(args.checkpoint, args.data, args.version, scenes=args.scenes, device=args.device,
                           max_samples=args.max_samples, progress=not args.json and sys.stderr.isatty(),
@@ -50,4 +58,17 @@ def run(args) -> int:
         print(f"distillnerf eval: error: {error}", file=sys.stderr)
         return 2
     print(json.dumps(report, sort_keys=True, default=float) if args.json else format_report(report))
+    return 0
+
+
+def run_suite(args) -> int:
+    from distillnerf_train.suite import evaluate_suite, format_suite
+
+    try:
+        result = evaluate_suite(args.checkpoint, args.suite, device=args.device,
+                                evaluate_kwargs={"max_samples": args.max_samples})
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
+        print(f"distillnerf eval: error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, sort_keys=True, default=float) if args.json else format_suite(result))
     return 0

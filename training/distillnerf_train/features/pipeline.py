@@ -125,7 +125,10 @@ def run_features(job: FeatureJob, progress: Callable[[int, int], None] | None = 
     reducers = fit_reducers(images, extractors, job)
     write_targets(images, extractors, reducers, job, out, progress)
     text_encoder = OpenClipTextEncoder(job.clip_model, Path(job.clip_weights).resolve(), "cpu")
+    from .semantic import class_targets
+
     meta = {"reducer": reducers["clip"].state_dict(), "text_encoder": text_encoder.spec(),
+            **class_targets(text_encoder, reducers["clip"]),
             "size": list(job.size), "num_images": len(images)}
     if "dino" in reducers:
         meta["dino_reducer"] = reducers["dino"].state_dict()

@@ -43,6 +43,12 @@ def label_table(encoder: OpenClipTextEncoder, reducer: FeatureReducer) -> torch.
     return table
 
 
+def class_targets(encoder, reducer: FeatureReducer) -> dict:
+    """The reduced text embedding of every class prompt and sky: the prototypes of the feature-contrast loss."""
+    names = class_prompt_names() + ["sky"]
+    return {"class_names": names, "class_targets": reducer.reduce(encoder.encode([prompt(n) for n in names])).float()}
+
+
 def write_semantic_targets(dataroot: str | os.PathLike, clip_model: str, clip_weights: str | os.PathLike,
                            out: str | os.PathLike | None = None, weights_reference: str | None = None) -> dict:
     """Write ``<out>/<sample_data_token>.npz`` (``features`` [F,h,w] float16) and ``<out>/reducer.pt``.
@@ -73,6 +79,7 @@ def write_semantic_targets(dataroot: str | os.PathLike, clip_model: str, clip_we
     spec = encoder.spec()
     if weights_reference is not None:
         spec["weights_path"] = weights_reference
-    meta = {"reducer": reducer.state_dict(), "text_encoder": spec, "source": "semantics"}
+    meta = {"reducer": reducer.state_dict(), "text_encoder": spec, "source": "semantics",
+            **class_targets(encoder, reducer)}
     torch.save(meta, out / "reducer.pt")
     return {"targets": len(semantic_files), "out": str(out), "feature_dim": int(table.shape[1])}

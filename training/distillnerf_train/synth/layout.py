@@ -61,8 +61,20 @@ class _Builder:
                                          np.asarray(velocity, float)))
 
 
+def _draw_scene_rates(rng: np.random.Generator, cfg: dict) -> dict:
+    """Object rates given as [low, high] take one uniform value for this scene (see PER_SCENE_RATES)."""
+    from .config import PER_SCENE_RATES
+
+    objects = dict(cfg["objects"])
+    for key in PER_SCENE_RATES:
+        if isinstance(objects[key], (list, tuple)):
+            objects[key] = float(rng.uniform(objects[key][0], objects[key][1]))
+    return {**cfg, "objects": objects}
+
+
 def build_scene(rng: np.random.Generator, cfg: dict, drive_seconds: float, name: str = "synth") -> Scene:
     """A random street long enough for ``drive_seconds`` of ego driving, with everything the config asks for."""
+    cfg = _draw_scene_rates(rng, cfg)
     b = _Builder(rng, cfg)
     st, ob = cfg["street"], cfg["objects"]
 
