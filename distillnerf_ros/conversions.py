@@ -277,12 +277,13 @@ def voxel_cloud(header, occupied: np.ndarray, probability: np.ndarray, labels: n
     return point_cloud(header, points)
 
 
-def query_cloud(header, points: np.ndarray, similarity: np.ndarray):
-    """PointCloud2 x, y, z, intensity (= similarity, which RViz's Intensity colouring shows)."""
+def query_cloud(header, points: np.ndarray, relevance: np.ndarray):
+    """PointCloud2 x, y, z, intensity (= the query's relevance in [0, 1], which RViz's Intensity colouring
+    shows)."""
     cloud = np.empty(len(points), dtype=QUERY_DTYPE)
     points = np.asarray(points, dtype=np.float32).reshape(-1, 3)
     cloud["x"], cloud["y"], cloud["z"] = points[:, 0], points[:, 1], points[:, 2]
-    cloud["intensity"] = np.asarray(similarity, dtype=np.float32).reshape(-1)
+    cloud["intensity"] = np.asarray(relevance, dtype=np.float32).reshape(-1)
     return point_cloud(header, cloud)
 
 

@@ -477,7 +477,7 @@ class DistillNerfNode(Node):
         if not self.pub_query.get_subscription_count():
             return
         try:
-            points, similarity = self.backend.query(text)
+            points, relevance = self.backend.query(text)
         except RuntimeError as error:
             self.health.query_state = f"unavailable: {error}"
             if not self._query_unavailable_warned:
@@ -485,7 +485,7 @@ class DistillNerfNode(Node):
                 self.get_logger().warning(f"feature query {text!r} not published: {error}")
             return
         self.health.query_state = f"{text!r}: {len(points)} points"
-        self.pub_query.publish(cv.query_cloud(header, points, similarity))
+        self.pub_query.publish(cv.query_cloud(header, points, relevance))
 
     # ---------------------------------------------------------------------------------------------- shutdown
     def close(self) -> None:

@@ -32,7 +32,7 @@ def make_frame(seed: int, depth_scale: float = 1.1, wrong_voxels: int = 0) -> Fr
         depth={c: d * depth_scale for c, d in gt_depth.items()},
         occupancy_grid=bird_eye_ground_truth(predicted, mask),
         semantics=predicted, camera_visible=mask,
-        query_points=np.array([[20.0, 0.0, 1.0], [-5.0, 10.0, 2.0]]), query_similarity=np.array([0.9, 0.1]),
+        query_points=np.array([[20.0, 0.0, 1.0], [-5.0, 10.0, 2.0]]), query_relevance=np.array([0.9, 0.1]),
         processing_ms=100.0 + seed, latency_ms=150.0 + seed,
         depth_gt=gt_depth, semantics_gt=semantics, mask_camera_gt=mask)
 
@@ -93,7 +93,7 @@ def test_report_files_strict_json_and_random_weights_label(tmp_path):
 def test_report_without_ground_truth_or_query(tmp_path):
     frame = make_frame(0)
     frame.depth_gt, frame.semantics_gt, frame.mask_camera_gt = {}, None, None
-    frame.query_points = frame.query_similarity = None
+    frame.query_points = frame.query_relevance = None
     document = write_report(tmp_path, [frame], {"data": "user bag", "weights": "checkpoint cpu.pt"}, query_text="car")
     assert document["metrics"]["depth"] is None and document["metrics"]["occupancy"] is None
     assert not (tmp_path / "query.png").exists()

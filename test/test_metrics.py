@@ -145,3 +145,14 @@ def test_metrics_cli(tmp_path, capsys, occ3d_sample):
     assert cli_main(["metrics", "occ3d", "--pred", str(tmp_path / "free.npy"), "--gt", str(occ3d_sample),
                      "--no-mask"]) == 0
     assert "geometric IoU 0.00" in capsys.readouterr().out
+
+
+def test_average_precision_against_hand_computed_values():
+    from distillnerf.metrics import average_precision
+
+    assert average_precision([0.9, 0.8, 0.1], [1, 1, 0]) == pytest.approx(1.0)
+    # ranking: pos, neg, pos -> precisions 1 and 2/3
+    assert average_precision([0.9, 0.5, 0.4], [1, 0, 1]) == pytest.approx((1.0 + 2.0 / 3.0) / 2)
+    assert math.isnan(average_precision([0.3, 0.2], [0, 0]))
+    with pytest.raises(ValueError, match="finite"):
+        average_precision([float("nan"), 0.1], [1, 0])

@@ -333,7 +333,7 @@ def frame_result(group, outputs: dict, cameras: list[str], latency_ms: float,
     if query is not None:
         cloud = point_cloud_to_array(query[1])
         frame.query_points = np.stack([cloud["x"], cloud["y"], cloud["z"]], axis=1).astype(np.float64)
-        frame.query_similarity = cloud["intensity"].astype(np.float64)
+        frame.query_relevance = cloud["intensity"].astype(np.float64)
     if ground_truth is not None:
         for cam in cameras:
             stamp_us = (images[cam].header.stamp.sec * 10**9 + images[cam].header.stamp.nanosec) // 1000

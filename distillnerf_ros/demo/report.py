@@ -33,7 +33,7 @@ class FrameResult:
     semantics: np.ndarray | None = None  # [200, 200, 16] uint8, 17 free
     camera_visible: np.ndarray | None = None  # [200, 200, 16] uint8
     query_points: np.ndarray | None = None  # [M, 3]
-    query_similarity: np.ndarray | None = None  # [M]
+    query_relevance: np.ndarray | None = None  # [M]
     processing_ms: float | None = None  # node's ~/debug/processing_time_ms
     latency_ms: float | None = None  # wall time: last input published -> last output received
     depth_gt: dict[str, np.ndarray] = field(default_factory=dict)  # camera -> exact depth at prediction size
@@ -241,23 +241,23 @@ def figure_semantic_3d(frame: FrameResult, path: Path) -> Path:
 
 
 def figure_query(frame: FrameResult, path: Path, text: str) -> Path | None:
-    if frame.query_points is None or frame.query_similarity is None or len(frame.query_points) == 0:
+    if frame.query_points is None or frame.query_relevance is None or len(frame.query_points) == 0:
         return None
     plt = _plt()
     points = np.asarray(frame.query_points, dtype=np.float64)
-    similarity = np.asarray(frame.query_similarity, dtype=np.float64)
+    relevance = np.asarray(frame.query_relevance, dtype=np.float64)
     ix = np.clip(((points[:, 0] - GRID_ORIGIN[0]) / VOXEL_SIZE).astype(int), 0, 199)
     iy = np.clip(((points[:, 1] - GRID_ORIGIN[1]) / VOXEL_SIZE).astype(int), 0, 199)
     heat = np.full((200, 200), np.nan)
-    order = np.argsort(similarity)  # the column keeps its highest similarity
-    heat[ix[order], iy[order]] = similarity[order]
+    order = np.argsort(relevance)  # the column keeps its highest relevance
+    heat[ix[order], iy[order]] = relevance[order]
     fig, ax = plt.subplots(figsize=(5, 4.6))
-    shown = ax.imshow(heat[::-1, ::-1], extent=(40, -40, -40, 40), cmap="inferno")
+    shown = ax.imshow(heat[::-1, ::-1], extent=(40, -40, -40, 40), cmap="inferno", vmin=0.0, vmax=1.0)
     ax.plot([0], [0], marker="^", color="tab:cyan", markersize=8)
-    ax.set_title(f"open-vocabulary query \"{text}\" (max similarity per column)", fontsize=9)
+    ax.set_title(f"open-vocabulary query \"{text}\" (relevance vs the class vocabulary, max per column)", fontsize=9)
     ax.set_xlabel("y (m, left)")
     ax.set_ylabel("x (m, forward)")
-    fig.colorbar(shown, ax=ax, label="similarity")
+    fig.colorbar(shown, ax=ax, label="relevance")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -218,3 +218,21 @@ class Occ3DMetrics:
             "voxels": int(self.confusion.sum()),
             "use_mask": self.use_mask,
         }
+
+
+def average_precision(scores, labels) -> float:
+    """Average precision of ``scores`` ranking the positive ``labels`` first (precision at each positive, averaged
+    over the positives; ties in score are broken by order). NaN when there is no positive."""
+    s = _to_numpy(scores).astype(np.float64).reshape(-1)
+    y = _to_numpy(labels).astype(bool).reshape(-1)
+    if s.shape != y.shape:
+        raise ValueError(f"scores {s.shape} and labels {y.shape} differ in shape")
+    if not np.isfinite(s).all():
+        raise ValueError("scores must be finite")
+    positives = int(y.sum())
+    if positives == 0:
+        return float("nan")
+    order = np.argsort(-s, kind="stable")
+    hits = y[order]
+    precision_at_hit = np.cumsum(hits)[hits] / (np.flatnonzero(hits) + 1.0)
+    return float(precision_at_hit.mean())

@@ -82,9 +82,11 @@ def occupancy_probability(model, field, spec: OccGridSpec = OccGridSpec(),
 
 
 def semantic_labels(features: Tensor, class_embeddings: Tensor, occupied: Tensor) -> Tensor:
-    """Occ3D labels: occupied voxels take the class whose (normalised) embedding is most similar to their feature
-    (features [..., F], class_embeddings [C, F], occupied [...] bool); free voxels get 17."""
-    f = torch.nn.functional.normalize(features.float(), dim=-1)
-    e = torch.nn.functional.normalize(class_embeddings.float(), dim=-1)
-    labels = (f @ e.T).argmax(dim=-1).to(torch.uint8)
+    """Occ3D labels: occupied voxels take the class whose embedding (in the reduced feature space the features
+    were distilled into) is nearest their feature (features [..., F], class_embeddings [C, F], occupied [...]
+    bool); free voxels get 17."""
+    from distillnerf.relevance import nearest_class
+
+    shape = features.shape[:-1]
+    labels = nearest_class(features.reshape(-1, features.shape[-1]), class_embeddings).reshape(shape).to(torch.uint8)
     return torch.where(occupied, labels, torch.full_like(labels, FREE_LABEL))

@@ -18,6 +18,7 @@ from distillnerf.config import ModelConfig, load_model_config
 from distillnerf.geometry import project_points, scale_intrinsics
 from distillnerf.model import DistillNeRF
 from distillnerf.occupancy import FREE_LABEL, OCC3D_CLASSES, OccGridSpec, occupancy_probability, semantic_labels
+from distillnerf.relevance import relevance
 from distillnerf.timing import StageTimer
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class Perception:
         self.reducer = None
         self._text_cache: dict[str, torch.Tensor] = {}
         self._class_embeddings: torch.Tensor | None = None
+        self._relevance: tuple[list[str], float] | None = None
         self._last: PerceptionResult | None = None
         self._restore_text_encoder()
 
@@ -226,8 +228,8 @@ class Perception:
             raw = self.text_encoder.encode([prompt(t) for t in missing])
             reduced = self.reducer.reduce(raw)
             reduced = reduced.detach().cpu() if torch.is_tensor(reduced) else torch.from_numpy(np.asarray(reduced))
-            reduced = F.normalize(reduced.float(), dim=-1)
-            for text, embedding in zip(missing, reduced):
+            # kept in the reduced space the features were distilled into (distances, not cosines, compare them)
+            for text, embedding in zip(missing, reduced.float()):
                 self._text_cache[text] = embedding.to(self.device)
         return torch.stack([self._text_cache[t] for t in texts])
 
@@ -239,11 +241,37 @@ class Perception:
             self._class_embeddings = self._text_embeddings(names)
         return self._class_embeddings
 
-    def query(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        """Cosine similarity of the last result's occupied-voxel features with the text: (points [M,3], sim [M])."""
-        embedding = self._text_embeddings([text])[0]
+    def _last_voxels(self) -> tuple[np.ndarray, torch.Tensor]:
         if self._last is None:
             raise RuntimeError("no inference result yet: call infer() before query()")
-        features = torch.as_tensor(self._last.voxel_features, device=self.device)
-        similarity = F.normalize(features, dim=-1) @ embedding
-        return self._last.voxel_centers.astype(np.float32), similarity.float().cpu().numpy()
+        return self._last.voxel_centers.astype(np.float32), torch.as_tensor(self._last.voxel_features,
+                                                                             device=self.device)
+
+    def relevance_settings(self) -> tuple[list[str], float]:
+        """(alternative texts, temperature) of query relevance, from config/foundation/semantic_vocabulary.yaml."""
+        if self._relevance is None:
+            from distillnerf.config_files import load_yaml
+
+            vocabulary = load_yaml("semantic_vocabulary", "foundation")
+            names = [name.replace("_", " ") for name in OCC3D_CLASSES[:FREE_LABEL]]
+            words = list(dict.fromkeys(names + list(vocabulary.get("relevance_alternatives", []))))
+            self._relevance = (words, float(vocabulary.get("relevance_temperature", 0.25)))
+        return self._relevance
+
+    def query(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """Relevance in [0, 1] of the text for the last result's occupied voxels: (points [M,3], relevance [M]),
+        the softmax probability of the text against the class prompts and background words (minus the text
+        itself), so a voxel scores high only where the text fits it better than every alternative."""
+        embedding = self._text_embeddings([text])[0]
+        points, features = self._last_voxels()
+        words, temperature = self.relevance_settings()
+        key = text.strip().lower().replace("_", " ")
+        alternatives = self._text_embeddings([w for w in words if w.lower() != key])
+        return points, relevance(features, embedding, alternatives, temperature).float().cpu().numpy()
+
+    def similarity(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """Raw cosine similarity of the last result's occupied-voxel features with the text: (points, sim [M])."""
+        embedding = self._text_embeddings([text])[0]
+        points, features = self._last_voxels()
+        sim = F.normalize(features.float(), dim=-1) @ F.normalize(embedding.float(), dim=0)
+        return points, sim.cpu().numpy()

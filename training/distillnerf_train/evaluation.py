@@ -15,9 +15,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from distillnerf.metrics import MeanAccumulator, Occ3DMetrics, depth_metrics, psnr, ssim
-from distillnerf.occupancy import FREE_LABEL
+from distillnerf.metrics import MeanAccumulator, Occ3DMetrics, average_precision, depth_metrics, psnr, ssim
+from distillnerf.occupancy import FREE_LABEL, OCC3D_CLASSES, OccGridSpec
 from distillnerf.perception import Perception
+from distillnerf.relevance import nearest_class, relevance
 
 from .data import DataConfig, NuScenesKeyframes
 from .rendering import render_views
@@ -29,6 +30,63 @@ def _image_scores(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor)
     return {"psnr": psnr(p, t), "ssim": ssim(p, t)}
 
 
+CLASS_NAMES = [name.replace("_", " ") for name in OCC3D_CLASSES[:FREE_LABEL]]
+
+
+class SemanticScores:
+    """2D semantic accuracy of rendered features and the per-class average precision of voxel relevance.
+
+    2D: each pixel's class is the prototype (class prompt, or sky) nearest its feature target (the exact label for
+    targets made from labels); the prediction is the prototype nearest the rendered feature. 3D: at camera-visible
+    voxels that the ground truth marks occupied, the relevance of each class prompt (against the others and the
+    background words, as the node's query computes it) ranks the voxels; AP against membership of that class."""
+
+    def __init__(self, perception: Perception) -> None:
+        self.perception = perception
+        self.prototypes = perception._text_embeddings(CLASS_NAMES + ["sky"])
+        words, self.temperature = perception.relevance_settings()
+        self.alternatives = [perception._text_embeddings([w for w in words if w != name]) for name in CLASS_NAMES]
+        self.correct = np.zeros(len(CLASS_NAMES) + 1)
+        self.total = np.zeros(len(CLASS_NAMES) + 1)
+        self.scores: list[np.ndarray] = []
+        self.labels: list[np.ndarray] = []
+
+    def update_2d(self, rendered: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> None:
+        """rendered / target [N,F,h,w], valid [N]."""
+        f = rendered[valid].permute(0, 2, 3, 1).reshape(-1, rendered.shape[1])
+        t = target[valid].permute(0, 2, 3, 1).reshape(-1, target.shape[1]).to(f.dtype)
+        if f.shape[0] == 0:
+            return
+        truth = nearest_class(t, self.prototypes).cpu().numpy()
+        pred = nearest_class(f, self.prototypes).cpu().numpy()
+        np.add.at(self.total, truth, 1)
+        np.add.at(self.correct, truth[pred == truth], 1)
+
+    def update_3d(self, model, field, gt: np.ndarray, mask: np.ndarray, grid: OccGridSpec) -> None:
+        keep = mask.astype(bool) & (gt != FREE_LABEL)
+        if not keep.any():
+            return
+        centres = grid.centres(field.coarse.features.device).reshape(*grid.size, 3)[torch.from_numpy(keep)]
+        features = model.query_features(field, centres[None])[0]
+        per_class = [relevance(features, self.prototypes[c], self.alternatives[c], self.temperature)
+                     for c in range(len(CLASS_NAMES))]
+        self.scores.append(torch.stack(per_class, 1).cpu().numpy().astype(np.float32))
+        self.labels.append(gt[keep].astype(np.int64))
+
+    def compute(self) -> dict:
+        present = self.total > 0
+        result = {"accuracy_2d": float(self.correct.sum() / max(self.total.sum(), 1)),
+                  "class_accuracy_2d": float((self.correct[present] / self.total[present]).mean())
+                  if present.any() else None}
+        if self.scores:
+            scores, labels = np.concatenate(self.scores), np.concatenate(self.labels)
+            per_class = {name: average_precision(scores[:, c], labels == c) for c, name in enumerate(CLASS_NAMES)}
+            known = [v for v in per_class.values() if not np.isnan(v)]
+            result.update(per_class_ap={k: (None if np.isnan(v) else v) for k, v in per_class.items()},
+                          map=float(np.mean(known)) if known else None, voxels=int(labels.shape[0]))
+        return result
+
+
 def evaluate(checkpoint: str | Path, dataroot: str | Path, version: str, scenes: list[str] | None = None,
              device: str = "auto", max_samples: int | None = None, min_depth: float = 1e-3,
              max_depth: float = 80.0, progress: bool = False, occupancy_sweep: tuple[float, ...] = ()) -> dict:
@@ -38,7 +96,7 @@ def evaluate(checkpoint: str | Path, dataroot: str | Path, version: str, scenes:
     model, config, dev = perception.model, perception.config, perception.device
     data_config = DataConfig(dataroot=str(dataroot), version=version, scenes=scenes, input_size=config.input_size,
                              render_size=config.render_size, feature_dim=config.feature_dim, next_keyframe=True,
-                             teacher=True, features=False, occupancy=True)
+                             teacher=True, features=True, occupancy=True)
     dataset = NuScenesKeyframes(data_config)
     count = len(dataset) if max_samples is None else min(len(dataset), max_samples)
     loader = DataLoader(torch.utils.data.Subset(dataset, range(count)), batch_size=1, num_workers=0)
@@ -49,6 +107,7 @@ def evaluate(checkpoint: str | Path, dataroot: str | Path, version: str, scenes:
     sweep = {threshold: Occ3DMetrics() for threshold in occupancy_sweep}
     timings: dict[str, list[float]] = {}
     semantic = perception.text_encoder is not None
+    semantic_scores = SemanticScores(perception) if semantic and config.feature_head else None
     iterator = loader
     if progress:
         from tqdm import tqdm
@@ -72,6 +131,12 @@ def evaluate(checkpoint: str | Path, dataroot: str | Path, version: str, scenes:
                                      batch["next_cam_to_ego"][:, :, None])
                 next_valid = batch["next_camera_valid"][0]
                 novel.update(_image_scores(views["rgb"][0, :, 0], batch["next_images"][0], next_valid))
+            if semantic_scores is not None and "features" in batch and "features" in out:
+                semantic_scores.update_2d(out["features"][0], batch["features"][0],
+                                          valid & batch["features_valid"][0])
+            if semantic_scores is not None and "occ_valid" in batch and bool(batch["occ_valid"][0]):
+                semantic_scores.update_3d(model, out["field"], batch["occ_semantics"][0].cpu().numpy(),
+                                          batch["occ_mask_camera"][0].cpu().numpy(), perception.grid)
         # The deployed path: occupancy, semantics and per-stage latency.
         images = [(img.permute(1, 2, 0).cpu().numpy() * 255.0).round().astype(np.uint8) for img in batch["images"][0]]
         result = perception.infer(images, batch["intrinsics"][0].cpu().numpy(), batch["cam_to_ego"][0].cpu().numpy(),
@@ -106,6 +171,7 @@ def evaluate(checkpoint: str | Path, dataroot: str | Path, version: str, scenes:
             report["occupancy_sweep"] = {str(t): m.compute()["geometric_iou"] for t, m in sweep.items()}
     else:
         report["occupancy"] = None
+    report["query"] = semantic_scores.compute() if semantic_scores is not None else None
     return report
 
 
@@ -132,6 +198,13 @@ def format_report(report: dict) -> str:
     else:
         miou = "-" if occ["miou"] is None else f"{occ['miou']:.2f}"
         lines.append(f"occupancy        IoU {occ['geometric_iou']:.2f}  mIoU {miou}  ({occ['samples']} keyframes)")
+    q = report.get("query")
+    if q:
+        def fmt(value):
+            return "-" if value is None else f"{value:.3f}"
+
+        lines.append(f"semantics        2D accuracy {fmt(q['accuracy_2d'] if q['class_accuracy_2d'] is not None else None)}"
+                     f" (per class {fmt(q['class_accuracy_2d'])})  query mAP {fmt(q.get('map'))}")
     if report.get("occupancy_sweep"):
         lines.append("IoU by threshold " + "  ".join(f"{t}: {iou:.2f}" for t, iou in report["occupancy_sweep"].items()))
     lines.append("latency (ms)     " + "  ".join(f"{k} {v:.1f}" for k, v in report["latency_ms"].items()))
