@@ -239,3 +239,26 @@ def test_fast_render_on_cuda_equals_the_cpu_reference():
                        t.to(cuda), 120.0, CHANNELS)
     for name in ("opacity", "distance") + CHANNELS:
         assert torch.allclose(fast[name].cpu(), slow[name], atol=1e-4, rtol=1e-4), name
+
+
+def test_features_read_without_rendering_them_equal_the_full_decode():
+    """Inference that skips rendered feature images decodes the feature head only on the voxels it queries."""
+    from distillnerf.model import DistillNeRF
+
+    torch.manual_seed(0)
+    config = load_model_config("tiny")
+    model = DistillNeRF(config).eval()
+    rig = load_rig("nuscenes").resized(*config.input_size)
+    cams = [rig.camera(n) for n in config.camera_names]
+    images = torch.rand(1, 6, 3, config.input_height, config.input_width)
+    k = torch.tensor(np.stack([c.intrinsics for c in cams]), dtype=torch.float32)[None]
+    e = torch.tensor(np.stack([c.cam_to_ego for c in cams]), dtype=torch.float32)[None]
+    with torch.no_grad():
+        full = model(images, k, e)
+        lean = model(images, k, e, render_features=False)
+        assert "features" in full and "features" not in lean and "features" not in lean["field"].decoded
+        assert torch.equal(full["depth"], lean["depth"]) and torch.equal(full["rgb"], lean["rgb"])
+        points = torch.randn(1, 3000, 3) * 15.0
+        assert torch.allclose(model.query_features(full["field"], points), model.query_features(lean["field"], points),
+                              atol=1e-6)
+        assert torch.equal(model.query_density(full["field"], points), model.query_density(lean["field"], points))

@@ -109,19 +109,28 @@ class FieldHeads(nn.Module):
 
     def forward(self, raw: Tensor) -> dict[str, Tensor]:
         """raw voxel features [P, C+1] -> dict of density [P], render [P,Fr], features [P,F], descriptor [P,F]."""
-        out = {"density": F.softplus(self.density(raw)[:, 0] + self.config.density_bias)}
-        render = self.render(raw)
-        out["render"] = render
-        if self.foundation is not None:
-            hidden = self.foundation[:-1](torch.relu(render))
-            out["features"] = self.foundation[-1](hidden)
-            out["descriptor"] = hidden if self.config.descriptor == "internal" else out["features"]
+        out = self.geometry(raw)
+        out.update(self.foundation_outputs(out["render"]))
         return out
 
-    def decode(self, field: SparseVoxelField) -> SparseVoxelField:
-        """Evaluate the heads once per voxel; the stacked table gets a last all-zero row for empty space."""
+    def geometry(self, raw: Tensor) -> dict[str, Tensor]:
+        """Density [P] and render features [P, Fr] of raw voxel features."""
+        return {"density": F.softplus(self.density(raw)[:, 0] + self.config.density_bias), "render": self.render(raw)}
+
+    def foundation_outputs(self, render: Tensor) -> dict[str, Tensor]:
+        """Foundation features and 3D descriptors from render features (empty without the feature head)."""
+        if self.foundation is None:
+            return {}
+        hidden = self.foundation[:-1](torch.relu(render))
+        features = self.foundation[-1](hidden)
+        return {"features": features, "descriptor": hidden if self.config.descriptor == "internal" else features}
+
+    def decode(self, field: SparseVoxelField, foundation: bool = True) -> SparseVoxelField:
+        """Evaluate the heads once per voxel; the stacked table gets a last all-zero row for empty space. With
+        ``foundation`` false only density and render features are decoded; queries for features then run the
+        foundation head on the rows they read (the same values: the head is per voxel)."""
         raw = torch.cat([field.coarse.features, field.fine.features], dim=0)
-        outputs = self(raw)
+        outputs = self(raw) if foundation else self.geometry(raw)
         field.decoded = {name: torch.cat([value, value.new_zeros((1,) + value.shape[1:])], dim=0)
                          for name, value in outputs.items()}
         return field
@@ -131,7 +140,14 @@ class FieldHeads(nn.Module):
         """Outputs at ego points [P,3] of batch entries [P]; also returns a mask of points inside occupied voxels."""
         if self.config.lookup == "nearest":
             rows = field.rows(batch, points)
-            return {name: field.decoded[name][rows] for name in names}, rows != field.empty_row
+            found = rows != field.empty_row
+            values = {name: field.decoded[name][rows] for name in names if name in field.decoded}
+            lazy = [name for name in names if name not in field.decoded]
+            if lazy:  # foundation outputs not decoded per voxel: evaluate them on the rows read (empty stays 0)
+                computed = self.foundation_outputs(field.decoded["render"][rows])
+                for name in lazy:
+                    values[name] = computed[name] * found[:, None].to(computed[name].dtype)
+            return values, found
         coords = field.contract(points)
         fine, fine_found = _interpolate_level(field.fine, batch, coords)
         coarse, coarse_found = _interpolate_level(field.coarse, batch, coords)

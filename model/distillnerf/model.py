@@ -58,8 +58,11 @@ class DistillNeRF(nn.Module):
         return contract(points, c.contraction_radius_xy, c.contraction_radius_z, c.contraction_alpha)
 
     def forward(self, images: Tensor, intrinsics: Tensor, cam_to_ego: Tensor, camera_valid: Tensor | None = None,
-                timer=None) -> dict:
+                timer=None, render_features: bool | None = None) -> dict:
         c = self.config
+        # Rendered foundation-feature images cost the feature head on every voxel; inference that only queries
+        # voxels (the node) asks for none. Default: render them whenever the model has the head.
+        render_features = c.feature_head if render_features is None else (render_features and c.feature_head)
         timer = timer or NullTimer()
         b, n, _, height, width = images.shape
         bn = b * n
@@ -91,7 +94,7 @@ class DistillNeRF(nn.Module):
             field.coarse, field.fine = self.voxel_conv(field.coarse, field.fine, b)
 
         with timer.stage("render"):
-            self.heads.decode(field)
+            self.heads.decode(field, foundation=render_features or c.coordinate_head)
             h, w = c.render_height, c.render_width
             k_render = scale_intrinsics(intrinsics, w / width, h / height)
             r_origins, r_directions, r_z = pixel_rays(k_render, cam_to_ego, h, w)
@@ -101,7 +104,7 @@ class DistillNeRF(nn.Module):
                     weights_grid, size=(h, w), mode="bilinear", align_corners=False)
             weights_grid = weights_grid.permute(0, 2, 3, 1).reshape(bn * h * w, -1)
             t = ray_samples(self.depth.edges, weights_grid.detach(), c, jitter=self.training and c.jitter_samples)
-            channels = ("render", "features") if c.feature_head else ("render",)
+            channels = ("render", "features") if render_features else ("render",)
             rays = render_rays(self.heads, field, camera_batch.repeat_interleave(h * w),
                                r_origins.reshape(-1, 3), r_directions.reshape(-1, 3), t, c.far, channels,
                                c.early_stop_transmittance, c.march_chunk)
@@ -127,7 +130,7 @@ class DistillNeRF(nn.Module):
             "sample_depths": (t * r_z.reshape(-1, 1)).reshape(b, n, h, w, s),
             "field": field,
         }
-        if c.feature_head:
+        if render_features:
             out["features"] = rays["features"].reshape(b, n, h, w, -1).permute(0, 1, 4, 2, 3)
         if c.coordinate_head:
             out.update(self._coordinate_outputs(field))

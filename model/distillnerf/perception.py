@@ -46,13 +46,16 @@ class PerceptionResult:
     voxel_features: np.ndarray  # [M, F] float32 at occupied voxel centres
     voxel_centers: np.ndarray  # [M, 3] float32 ego metres
     timings_ms: dict = field(default_factory=dict)
-    features: np.ndarray | None = None  # [N, F, h, w] rendered foundation features (when the model has the head)
+    features: np.ndarray | None = None  # [N, F, h, w] rendered foundation features (Perception(render_features=True))
 
 
 class Perception:
     def __init__(self, model: DistillNeRF, config: ModelConfig, device: str | torch.device = "auto",
-                 extras: dict | None = None, grid: OccGridSpec = OccGridSpec()):
+                 extras: dict | None = None, grid: OccGridSpec = OccGridSpec(), render_features: bool = False):
         self.device = resolve_device(device)
+        # Rendered feature images are not needed for voxel semantics or queries (those read the field itself),
+        # and skipping them leaves the feature head to the occupied voxels only.
+        self.render_features = render_features
         self.model = model.to(self.device).eval()
         self.config = config
         self.grid = grid
@@ -156,7 +159,7 @@ class Perception:
         timer = StageTimer(self.device)
         with timer.stage("preprocess"):
             images_t, k_t, e_t, valid_t = self._prepare(images, intrinsics, cam_to_ego, valid)
-        out = self.model(images_t, k_t, e_t, valid_t, timer=timer)
+        out = self.model(images_t, k_t, e_t, valid_t, timer=timer, render_features=self.render_features)
         with timer.stage("queries"):
             field = out["field"]
             prob = occupancy_probability(self.model, field, self.grid, self.config.occupancy_subsamples)[0]

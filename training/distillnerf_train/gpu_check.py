@@ -37,7 +37,7 @@ def run_benches() -> list[dict]:
     results = []
     for config in ("cpu", "paper"):
         for amp in (False, True):
-            result = benchmark(config, "cuda", warmup=3, runs=10, amp=amp)
+            result = benchmark(config, "cuda", warmup=3, runs=10, amp=amp)  # as the node runs it
             results.append({key: result[key] for key in ("config", "precision", "rows", "peak_memory_mb", "voxels",
                                                          "weights", "device_name")})
     return results

@@ -32,6 +32,9 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--random-weights", action="store_true",
                    help="seeded random weights instead of the shipped checkpoint (fewer voxels: not what users run)")
     p.add_argument("--amp", action="store_true", help="run the frame under fp16 autocast (CUDA only)")
+    p.add_argument("--render-features", action="store_true",
+                   help="also render foundation-feature images (training and eval do; the node, through "
+                        "Perception, does not: it reads features at occupied voxels only)")
     p.add_argument("--train-runs", type=int, default=3,
                    help="timed training steps (forward, losses, backward, Adam) on one synthetic keyframe; 0 = skip "
                         "(needs the training package; default: 3)")
@@ -63,7 +66,8 @@ def training_step_plugins():
 
 
 def benchmark(config_name: str, device: str = "auto", warmup: int = 2, runs: int = 5, checkpoint: str | None = None,
-              seed: int = 0, random_weights: bool = False, train_runs: int = 0, amp: bool = False) -> dict:
+              seed: int = 0, random_weights: bool = False, train_runs: int = 0, amp: bool = False,
+              render_features: bool = False) -> dict:
     import statistics
 
     import numpy as np
@@ -106,7 +110,7 @@ def benchmark(config_name: str, device: str = "auto", warmup: int = 2, runs: int
     with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.float16, enabled=amp):
         for i in range(warmup + runs):
             timer = StageTimer(dev)
-            out = model(images, intrinsics, cam_to_ego, timer=timer)
+            out = model(images, intrinsics, cam_to_ego, timer=timer, render_features=render_features)
             timings = timer.result()
             voxels = out["field"].num_voxels
             if i >= warmup:
@@ -135,6 +139,7 @@ def benchmark(config_name: str, device: str = "auto", warmup: int = 2, runs: int
         "voxels": {"coarse": voxels[0], "fine": voxels[1]},
         "weights": weights,
         "precision": "fp16 autocast" if amp else "fp32",
+        "rendered_features": render_features and config.feature_head,
         "training_step": train_step,
     }
 
@@ -156,7 +161,8 @@ def format_table(result: dict) -> str:
                      f"backward, Adam; median of {step['runs']}{', fp16 autocast' if step['amp'] else ''})")
     elif step:
         lines.append(f"  training step: unavailable ({step['unavailable']})")
-    lines.append(f"  weights: {result['weights']}")
+    lines.append(f"  weights: {result['weights']}; rendered feature images: "
+                 f"{'yes' if result['rendered_features'] else 'no (as the node runs)'}")
     return "\n".join(lines)
 
 
@@ -168,7 +174,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     try:
         result = benchmark(args.config, args.device, args.warmup, args.runs, args.checkpoint,
-                           random_weights=args.random_weights, train_runs=args.train_runs, amp=args.amp)
+                           random_weights=args.random_weights, train_runs=args.train_runs, amp=args.amp,
+                           render_features=args.render_features)
     except (RuntimeError, FileNotFoundError, ValueError) as error:
         print(f"distillnerf bench: {error}", file=sys.stderr)
         return 1
