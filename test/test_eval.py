@@ -110,3 +110,29 @@ def test_evaluate_with_text_encoder_reports_semantic_miou(synth_root, tmp_path):
     occ = evaluate(path, synth_root, "v1.0-synth", device="cpu", max_samples=1)["occupancy"]
     assert occ["miou"] is not None and 0.0 <= occ["miou"] <= 100.0
     assert set(occ["per_class_iou"]) == {name for name in OCC3D_CLASSES if name != "free"}
+    # the semantic section: 2D accuracy needs feature targets (absent here), query AP needs only Occ3D labels
+    from distillnerf_train.evaluation import evaluate as run
+
+    query = run(path, synth_root, "v1.0-synth", device="cpu", max_samples=2)["query"]
+    assert query is not None and set(query["per_class_ap"]) == {n.replace("_", " ") for n in OCC3D_CLASSES[:17]}
+    known = [v for v in query["per_class_ap"].values() if v is not None]
+    assert known and all(0.0 <= v <= 1.0 for v in known) and query["map"] == pytest.approx(sum(known) / len(known))
+
+
+def test_camera_dropout_scores_outside_the_dropped_view(synth_root, tiny_checkpoint):
+    import numpy as np
+
+    from distillnerf.occupancy import OccGridSpec
+    from distillnerf.rig import load_rig
+    from distillnerf_train.evaluation import dropped_cameras, evaluate, outside_views
+
+    assert dropped_cameras(2, 5, 6) == [5, 0] and dropped_cameras(1, 0, 6) == [0]
+    rig = load_rig("nuscenes").resized(64, 36)
+    front = rig.camera("CAM_FRONT")
+    outside = outside_views(OccGridSpec(), front.intrinsics[None], front.cam_to_ego[None], (64, 36))
+    assert not outside[150, 100, 3] and outside[50, 100, 3]  # 20 m ahead is seen, 20 m behind is not
+    report = evaluate(tiny_checkpoint, synth_root, "v1.0-synth", device="cpu", max_samples=2, drop_cameras=(1, 2))
+    for count in ("1", "2"):
+        d = report["camera_dropout"][count]
+        assert 0.0 <= d["iou_dropped"] <= 100.0 and 0.0 <= d["iou_all_cameras"] <= 100.0
+    assert np.isfinite(report["occupancy"]["geometric_iou"])

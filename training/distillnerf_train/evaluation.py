@@ -87,11 +87,33 @@ class SemanticScores:
         return result
 
 
+def dropped_cameras(count: int, keyframe: int, cameras: int) -> list[int]:
+    """The ``count`` neighbouring cameras dropped on keyframe ``keyframe``: rotating, so every camera is dropped."""
+    return [(keyframe + i) % cameras for i in range(count)]
+
+
+def outside_views(grid: OccGridSpec, intrinsics: np.ndarray, cam_to_ego: np.ndarray, size: tuple[int, int]
+                  ) -> np.ndarray:
+    """[X,Y,Z] bool: voxel centres that project into none of the given cameras (intrinsics at ``size``)."""
+    from distillnerf.geometry import project_points
+
+    centres = grid.centres("cpu")
+    k = torch.as_tensor(np.asarray(intrinsics), dtype=torch.float32)
+    e = torch.as_tensor(np.asarray(cam_to_ego), dtype=torch.float32)
+    uv, z = project_points(centres[None].expand(k.shape[0], -1, -1), k, e)
+    w, h = size
+    seen = ((z > 0.1) & (uv[..., 0] >= 0) & (uv[..., 0] < w) & (uv[..., 1] >= 0) & (uv[..., 1] < h)).any(0)
+    return (~seen).reshape(grid.size).numpy()
+
+
 def evaluate(checkpoint: str | Path, dataroot: str | Path, version: str, scenes: list[str] | None = None,
              device: str = "auto", max_samples: int | None = None, min_depth: float = 1e-3,
-             max_depth: float = 80.0, progress: bool = False, occupancy_sweep: tuple[float, ...] = ()) -> dict:
+             max_depth: float = 80.0, progress: bool = False, occupancy_sweep: tuple[float, ...] = (),
+             drop_cameras: tuple[int, ...] = ()) -> dict:
     """Score a checkpoint on every keyframe of a dataroot; returns a JSON-ready dict. ``occupancy_sweep``: also
-    the geometric IoU at each of these occupancy thresholds (calibrate the threshold on training scenes)."""
+    the geometric IoU at each of these occupancy thresholds (calibrate the threshold on training scenes).
+    ``drop_cameras``: also the geometric IoU with that many cameras dropped (rotating over the keyframes), scored
+    against the all-camera prediction on the same voxels: camera-visible ones outside the dropped cameras' view."""
     perception = Perception.from_checkpoint(checkpoint, device=device)
     model, config, dev = perception.model, perception.config, perception.device
     data_config = DataConfig(dataroot=str(dataroot), version=version, scenes=scenes, input_size=config.input_size,
@@ -105,6 +127,7 @@ def evaluate(checkpoint: str | Path, dataroot: str | Path, version: str, scenes:
     depth_lidar, depth_dense = MeanAccumulator(), MeanAccumulator()
     occupancy = Occ3DMetrics()
     sweep = {threshold: Occ3DMetrics() for threshold in occupancy_sweep}
+    dropout = {count: (Occ3DMetrics(), Occ3DMetrics()) for count in drop_cameras}  # (all cameras, dropped)
     timings: dict[str, list[float]] = {}
     semantic = perception.text_encoder is not None
     semantic_scores = SemanticScores(perception) if semantic and config.feature_head else None
@@ -114,7 +137,7 @@ def evaluate(checkpoint: str | Path, dataroot: str | Path, version: str, scenes:
 
         iterator = tqdm(loader, total=count, desc="eval")
     model.eval()
-    for batch in iterator:
+    for keyframe, batch in enumerate(iterator):
         batch = {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         valid = batch["camera_valid"][0]
         with torch.inference_mode():
@@ -148,6 +171,17 @@ def evaluate(checkpoint: str | Path, dataroot: str | Path, version: str, scenes:
             occupancy.update(result.semantics, gt, mask)
             for threshold, metrics in sweep.items():  # geometry only: every occupied voxel is 'others'
                 metrics.update(np.where(result.occupancy_probability > threshold, 0, FREE_LABEL), gt, mask)
+            for dropped_count, (full, partial) in dropout.items():
+                cams = dropped_cameras(dropped_count, keyframe, valid.shape[0])
+                keep = valid.cpu().numpy().copy()
+                keep[cams] = False
+                dropped = perception.infer(images, batch["intrinsics"][0].cpu().numpy(),
+                                           batch["cam_to_ego"][0].cpu().numpy(), keep)
+                region = mask.astype(bool) & outside_views(perception.grid, batch["intrinsics"][0, cams].cpu().numpy(),
+                                                           batch["cam_to_ego"][0, cams].cpu().numpy(),
+                                                           config.input_size)
+                full.update(np.where(result.occupied, 0, FREE_LABEL), gt, region)
+                partial.update(np.where(dropped.occupied, 0, FREE_LABEL), gt, region)
 
     report = {
         "checkpoint": str(checkpoint), "dataroot": str(dataroot), "version": version, "model": config.name,
@@ -172,6 +206,12 @@ def evaluate(checkpoint: str | Path, dataroot: str | Path, version: str, scenes:
     else:
         report["occupancy"] = None
     report["query"] = semantic_scores.compute() if semantic_scores is not None else None
+    if dropout:
+        report["camera_dropout"] = {
+            str(dropped_count): {"iou_all_cameras": full.compute()["geometric_iou"],
+                                 "iou_dropped": partial.compute()["geometric_iou"],
+                                 "region": "camera-visible voxels outside the dropped cameras' view"}
+            for dropped_count, (full, partial) in dropout.items() if full.samples}
     return report
 
 
@@ -205,6 +245,9 @@ def format_report(report: dict) -> str:
 
         lines.append(f"semantics        2D accuracy {fmt(q['accuracy_2d'] if q['class_accuracy_2d'] is not None else None)}"
                      f" (per class {fmt(q['class_accuracy_2d'])})  query mAP {fmt(q.get('map'))}")
+    for count, d in (report.get("camera_dropout") or {}).items():
+        lines.append(f"{count} camera(s) dropped  IoU {d['iou_dropped']:.2f} against {d['iou_all_cameras']:.2f} with "
+                     "all cameras, outside the dropped view")
     if report.get("occupancy_sweep"):
         lines.append("IoU by threshold " + "  ".join(f"{t}: {iou:.2f}" for t, iou in report["occupancy_sweep"].items()))
     lines.append("latency (ms)     " + "  ".join(f"{k} {v:.1f}" for k, v in report["latency_ms"].items()))

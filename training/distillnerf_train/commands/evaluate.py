@@ -27,9 +27,21 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--occupancy-sweep", type=_thresholds, default=(), metavar="T,T,...",
                    help="also report the geometric IoU at each occupancy threshold (calibrate on training scenes, "
                         "then set occupancy_threshold in the model config and run distillnerf export)")
+    p.add_argument("--drop-cameras", type=_counts, default=(), metavar="K,K,...",
+                   help="also score occupancy with K cameras dropped (e.g. 1,2), outside the dropped cameras' view")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
     return p
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated camera counts, got {text!r}") from None
+    if not all(1 <= v <= 5 for v in values):
+        raise argparse.ArgumentTypeError(f"camera counts must lie in 1..5, got {text!r}")
+    return values
 
 
 def _thresholds(text: str) -> tuple[float, ...]:
@@ -53,7 +65,7 @@ def run(args) -> int:
     try:
         report = evaluate(args.checkpoint, args.data, args.version, scenes=args.scenes, device=args.device,
                           max_samples=args.max_samples, progress=not args.json and sys.stderr.isatty(),
-                          occupancy_sweep=args.occupancy_sweep)
+                          occupancy_sweep=args.occupancy_sweep, drop_cameras=args.drop_cameras)
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         print(f"distillnerf eval: error: {error}", file=sys.stderr)
         return 2
@@ -66,7 +78,8 @@ def run_suite(args) -> int:
 
     try:
         result = evaluate_suite(args.checkpoint, args.suite, device=args.device,
-                                evaluate_kwargs={"max_samples": args.max_samples})
+                                evaluate_kwargs={"max_samples": args.max_samples,
+                                                 "drop_cameras": args.drop_cameras})
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         print(f"distillnerf eval: error: {error}", file=sys.stderr)
         return 2
