@@ -298,7 +298,7 @@ def decode_jpeg(data: bytes) -> np.ndarray:
 
 
 def frame_result(group, outputs: dict, cameras: list[str], latency_ms: float,
-                 ground_truth: GroundTruthIndex | None) -> FrameResult:
+                 ground_truth: GroundTruthIndex | None, lidar: "LidarTruth | None" = None) -> FrameResult:
     from rclpy.serialization import deserialize_message
     from sensor_msgs.msg import CompressedImage
 
@@ -334,6 +334,13 @@ def frame_result(group, outputs: dict, cameras: list[str], latency_ms: float,
         cloud = point_cloud_to_array(query[1])
         frame.query_points = np.stack([cloud["x"], cloud["y"], cloud["z"]], axis=1).astype(np.float64)
         frame.query_relevance = cloud["intensity"].astype(np.float64)
+    if lidar is not None:
+        for cam in cameras:
+            if cam in frame.depth:
+                stamp_us = (images[cam].header.stamp.sec * 10**9 + images[cam].header.stamp.nanosec) // 1000
+                truth = lidar.depth(cam, stamp_us, frame.depth[cam].shape)
+                if truth is not None:
+                    frame.depth_lidar[cam] = truth
     if ground_truth is not None:
         for cam in cameras:
             stamp_us = (images[cam].header.stamp.sec * 10**9 + images[cam].header.stamp.nanosec) // 1000
@@ -348,7 +355,8 @@ def frame_result(group, outputs: dict, cameras: list[str], latency_ms: float,
 
 
 def replay_lockstep(bag: Path, cameras: list[str], frames: int, want_query: bool, frame_timeout: float,
-                    node_process: NodeProcess, ground_truth: GroundTruthIndex | None) -> list[FrameResult]:
+                    node_process: NodeProcess, ground_truth: GroundTruthIndex | None,
+                    lidar: "LidarTruth | None" = None) -> list[FrameResult]:
     """Publish one keyframe at a time into the node and collect its outputs before the next."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
@@ -408,7 +416,7 @@ def replay_lockstep(bag: Path, cameras: list[str], frames: int, want_query: bool
                     lambda: bool(collector.received.get(f"/{NODE_NAME}/output/feature_query")), 1.0)
             outputs = collector.take()
             latency_ms = (max(arrival for arrival, _ in outputs.values()) - sent) * 1000.0
-            results.append(frame_result(group, outputs, cameras, latency_ms, ground_truth))
+            results.append(frame_result(group, outputs, cameras, latency_ms, ground_truth, lidar))
             say(f"keyframe {index + 1} (of at most {frames}): outputs after {latency_ms:.0f} ms")
         replayer.wait_for_acknowledgements(timeout=2.0)
         return results
@@ -445,7 +453,7 @@ def run_demo(options: DemoOptions) -> DemoRun:
     work = Path(options.out) / "work"
     work.mkdir(parents=True, exist_ok=True)
 
-    ground_truth = None
+    ground_truth = lidar = None
     if options.bag is not None:
         bag, source = Path(options.bag), f"user bag {options.bag}"
     else:
@@ -462,6 +470,10 @@ def run_demo(options: DemoOptions) -> DemoRun:
         summary = write_nuscenes_bag(dataroot, version, bag, sweeps=False, overwrite=True, progress=False)
         say(summary.describe())
         ground_truth = ground_truth_index(dataroot, version)
+        if ground_truth is None:  # real data: score depth against its LiDAR
+            from distillnerf_ros.demo.lidar_truth import LidarTruth
+
+            lidar = LidarTruth.open(dataroot, version)
         stages.append(Stage("bag", time.monotonic() - t))
 
     cameras = bag_cameras(bag)
@@ -481,7 +493,7 @@ def run_demo(options: DemoOptions) -> DemoRun:
         stages.append(Stage("node start-up", time.monotonic() - t))
         t = time.monotonic()
         frames = replay_lockstep(bag, cameras, options.frames, bool(options.query), options.frame_timeout, node,
-                                 ground_truth)
+                                 ground_truth, lidar)
         stages.append(Stage("replay and inference", time.monotonic() - t))
     finally:
         node.stop()
@@ -495,7 +507,8 @@ def run_demo(options: DemoOptions) -> DemoRun:
         "cameras": ", ".join(cameras),
         "device": options.device,
         "seed": options.seed,
-        "ground truth": "exact (synthetic world)" if ground_truth else "none",
+        "ground truth": ("exact (synthetic world)" if ground_truth else
+                         "LiDAR of each keyframe (depth only)" if lidar else "none"),
         "feature query": ("received" if any(f.query_points is not None for f in frames) else
                           "not published by the node (no query, or its model has no text encoder)"),
         "node command": shlex.join(node.command),

@@ -37,6 +37,7 @@ class FrameResult:
     processing_ms: float | None = None  # node's ~/debug/processing_time_ms
     latency_ms: float | None = None  # wall time: last input published -> last output received
     depth_gt: dict[str, np.ndarray] = field(default_factory=dict)  # camera -> exact depth at prediction size
+    depth_lidar: dict[str, np.ndarray] = field(default_factory=dict)  # camera -> LiDAR depth (0 = none), same size
     semantics_gt: np.ndarray | None = None  # Occ3D labels of this keyframe
     mask_camera_gt: np.ndarray | None = None
 
@@ -81,7 +82,7 @@ def compute_metrics(frames: list[FrameResult]) -> dict:
     """Depth errors against exact depth (per image, averaged), Occ3D IoU/mIoU (camera mask) and node timing."""
     from distillnerf.metrics import MeanAccumulator, Occ3DMetrics, depth_metrics
 
-    depth = MeanAccumulator()
+    depth, lidar = MeanAccumulator(), MeanAccumulator()
     per_camera: dict[str, MeanAccumulator] = {}
     occ = Occ3DMetrics(use_mask=True)
     for frame in frames:
@@ -90,6 +91,9 @@ def compute_metrics(frames: list[FrameResult]) -> dict:
                 scores = depth_metrics(frame.depth[camera], gt)
                 depth.update(scores)
                 per_camera.setdefault(camera, MeanAccumulator()).update(scores)
+        for camera, gt in frame.depth_lidar.items():
+            if camera in frame.depth and (gt > 0).any():
+                lidar.update(depth_metrics(frame.depth[camera], gt, 1e-3, 80.0))
         if frame.semantics is not None and frame.semantics_gt is not None and frame.mask_camera_gt is not None:
             occ.update(frame.semantics, frame.semantics_gt, frame.mask_camera_gt)
     result = {
@@ -97,6 +101,7 @@ def compute_metrics(frames: list[FrameResult]) -> dict:
         "depth": ({**depth.compute(), "images": depth.items,
                    "per_camera_abs_rel": {c: a.compute().get("abs_rel") for c, a in per_camera.items()}}
                   if depth.items else None),
+        "depth_lidar": {**lidar.compute(), "images": lidar.items} if lidar.items else None,
         "occupancy": occ.compute() if occ.samples else None,
         "node_processing_ms": _summary([f.processing_ms for f in frames if f.processing_ms is not None]),
         "end_to_end_latency_ms": _summary([f.latency_ms for f in frames if f.latency_ms is not None]),
@@ -109,6 +114,9 @@ def headline(metrics: dict) -> str:
     parts = []
     if metrics.get("depth"):
         parts.append(f"depth AbsRel {metrics['depth']['abs_rel']:.3f}")
+    if metrics.get("depth_lidar"):
+        parts.append(f"depth AbsRel vs LiDAR {metrics['depth_lidar']['abs_rel']:.3f} "
+                     f"(d1 {metrics['depth_lidar']['d1']:.3f})")
     if metrics.get("occupancy"):
         parts.append(f"occupancy mIoU {metrics['occupancy']['miou']:.1f}%, IoU "
                      f"{metrics['occupancy']['geometric_iou']:.1f}%")
@@ -307,6 +315,9 @@ def write_report(out: str | Path, frames: list[FrameResult], info: dict, query_t
     if metrics["depth"]:
         for key in ("abs_rel", "sq_rel", "rmse", "rmse_log", "d1", "d2", "d3"):
             score_rows.append((f"depth {key}", metrics["depth"].get(key)))
+    if metrics.get("depth_lidar"):
+        for key in ("abs_rel", "sq_rel", "rmse", "rmse_log", "d1", "d2", "d3"):
+            score_rows.append((f"depth vs LiDAR {key}", metrics["depth_lidar"].get(key)))
     if metrics["occupancy"]:
         score_rows += [("occupancy mIoU (%)", metrics["occupancy"]["miou"]),
                        ("occupancy geometric IoU (%)", metrics["occupancy"]["geometric_iou"])]
@@ -314,7 +325,7 @@ def write_report(out: str | Path, frames: list[FrameResult], info: dict, query_t
         if metrics[key]:
             score_rows.append((f"{key} median / max", f"{metrics[key]['median']:.1f} / {metrics[key]['max']:.1f}"))
     scores = "".join(f"<tr><th>{html.escape(k)}</th><td>{_format(v)}</td></tr>" for k, v in score_rows) or (
-        "<tr><td>no scores: this data has no exact ground truth</td></tr>")
+        "<tr><td>no scores: this data has neither exact ground truth nor LiDAR</td></tr>")
     banner = ("<p class='warn'>RANDOM WEIGHTS: these outputs come from an untrained model and only show that the "
               "pipeline works.</p>" if random else "")
     images = "".join(f"<h2>{html.escape(title)}</h2><img src='{p.name}' alt='{html.escape(title)}'>"

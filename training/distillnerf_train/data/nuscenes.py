@@ -18,10 +18,12 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from distillnerf.lidar import load_lidar_points, project_depth
 from distillnerf.rig import NUSCENES_CAMERAS, pose_matrix
 
 from ..dataclass_config import dataclass_from_dict
-from .geometry import camera_to_keyframe_ego, project_depth, rescale_intrinsics
+
+from .geometry import camera_to_keyframe_ego, rescale_intrinsics
 from .targets import VIRTUAL_VIEWS, read_npz, resize_depth, resize_features, resize_image, resize_mask
 
 
@@ -76,16 +78,6 @@ def open_nuscenes(dataroot: str | Path, version: str):
     except (AssertionError, KeyError, ValueError, OSError) as error:  # the devkit asserts on missing tables
         raise ValueError(f"{root / version}: corrupt or incomplete nuScenes tables ({type(error).__name__}: "
                          f"{error})") from error
-
-
-def load_lidar_points(path: Path) -> np.ndarray:
-    """A nuScenes ``.pcd.bin`` sweep: float32 x, y, z, intensity, ring -> ``[M, 3]`` points, sensor frame."""
-    if not path.is_file():
-        raise FileNotFoundError(f"LiDAR file missing: {path}")
-    raw = np.fromfile(path, dtype=np.float32)
-    if raw.size == 0 or raw.size % 5 != 0:
-        raise ValueError(f"{path}: corrupt LiDAR file ({raw.size} floats is not a multiple of 5)")
-    return raw.reshape(-1, 5)[:, :3].astype(np.float64)
 
 
 def load_image(path: Path, size: tuple[int, int]) -> tuple[torch.Tensor, tuple[int, int]]:
