@@ -68,12 +68,6 @@ def resolve_device(requested: str) -> tuple[str, str | None]:
     return requested, None
 
 
-def default_checkpoint() -> Path:
-    import distillnerf
-
-    return Path(distillnerf.__file__).resolve().parent / "checkpoints" / "cpu.pt"
-
-
 def load_backend(params: NodeParameters, device: str) -> InferenceBackend:
     from distillnerf.perception import Perception
 
@@ -81,7 +75,9 @@ def load_backend(params: NodeParameters, device: str) -> InferenceBackend:
         if not params.model_config:
             raise StartupError("random_weights: true needs model_config (e.g. tiny)")
         return Perception.from_config(params.model_config, device=device, seed=params.random_seed)
-    checkpoint = Path(params.checkpoint) if params.checkpoint else default_checkpoint()
+    from distillnerf.checkpoint import SHIPPED_CHECKPOINTS
+
+    checkpoint = Path(params.checkpoint) if params.checkpoint else SHIPPED_CHECKPOINTS / "cpu.pt"
     if not checkpoint.is_file():
         raise StartupError(f"checkpoint {checkpoint} not found: set the checkpoint parameter (or, for tests only, "
                            "random_weights: true with a model_config)")

@@ -86,19 +86,14 @@ def say(message: str) -> None:
 
 # --------------------------------------------------------------------------------------------------- weights
 
-def default_checkpoint() -> Path:
-    """The shipped CPU checkpoint inside the model library."""
-    import distillnerf
-
-    return Path(distillnerf.__file__).resolve().parent / "checkpoints" / "cpu.pt"
-
-
 def node_model_parameters(options: DemoOptions) -> tuple[dict, str]:
     """Node parameters selecting the weights, and the label the report carries."""
     if options.random_weights:
         return ({"model_config": options.model_config, "random_weights": True, "random_seed": options.seed},
                 f"random weights (--random-weights: model config {options.model_config}, seed {options.seed})")
-    checkpoint = Path(options.checkpoint) if options.checkpoint else default_checkpoint()
+    from distillnerf.checkpoint import SHIPPED_CHECKPOINTS
+
+    checkpoint = Path(options.checkpoint) if options.checkpoint else SHIPPED_CHECKPOINTS / "cpu.pt"
     if not checkpoint.is_file():
         raise DemoError(
             f"no trained checkpoint at {checkpoint}. The shipped checkpoint is trained by `distillnerf train` "

@@ -44,9 +44,13 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
     return path
 
 
+#: Checkpoints shipped inside the model library, one per model config that has one (``<config>.pt``).
+SHIPPED_CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
+
+
 def shipped_checkpoint(config_name: str = "cpu") -> Path | None:
     """The checkpoint shipped inside the model library for a model config (``checkpoints/<name>.pt``), if any."""
-    path = Path(__file__).resolve().parent / "checkpoints" / f"{config_name}.pt"
+    path = SHIPPED_CHECKPOINTS / f"{config_name}.pt"
     return path if path.is_file() else None
 
 
