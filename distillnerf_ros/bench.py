@@ -51,7 +51,7 @@ class FixedResultBackend:
     def warmup(self) -> None:
         pass
 
-    def infer(self, images, intrinsics, cam_to_ego, valid=None):
+    def infer(self, images, intrinsics, cam_to_ego, valid=None, occupancy_threshold=None):
         return self._result
 
     def query(self, text):

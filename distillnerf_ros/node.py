@@ -49,7 +49,7 @@ class InferenceBackend(Protocol):
 
     def warmup(self) -> None: ...
 
-    def infer(self, images, intrinsics, cam_to_ego, valid=None): ...
+    def infer(self, images, intrinsics, cam_to_ego, valid=None, occupancy_threshold=None): ...
 
     def query(self, text: str): ...
 
@@ -419,7 +419,7 @@ class DistillNerfNode(Node):
         header = Header(stamp=cv.nanoseconds_to_time(stamp_ns), frame_id=self.params.base_frame)
         images, intrinsics, cam_to_ego, valid = self.prepare_inputs(frames)
         converted = time.perf_counter()
-        result = self.backend.infer(images, intrinsics, cam_to_ego, valid)
+        result = self.backend.infer(images, intrinsics, cam_to_ego, valid, occupancy_threshold=self._threshold)
         inferred = time.perf_counter()
         self.publish_result(header, frames, result)
         published = time.perf_counter()
@@ -435,14 +435,11 @@ class DistillNerfNode(Node):
         self.pub_latency.publish(Float64(data=latency))
 
     def publish_result(self, header, frames: dict, result) -> None:
-        threshold = self._threshold
+        # one threshold (the node's parameter, applied by the backend): occupied voxels, their labels and the
+        # voxels a query scores all agree
         probability = np.asarray(result.occupancy_probability, dtype=np.float32)
-        occupied = probability >= threshold
-        # the model labels its own occupied voxels; a voxel occupied only at this threshold is 'others' (0)
-        semantics = np.asarray(result.semantics, dtype=np.uint8)
-        labels = semantics.copy()
-        labels[occupied & (semantics == self._free_label)] = 0
-        labels[~occupied] = self._free_label
+        occupied = np.asarray(result.occupied, dtype=bool)
+        labels = np.asarray(result.semantics, dtype=np.uint8)
         visible = np.asarray(result.camera_visible, dtype=np.uint8)
         if self.pub_grid.get_subscription_count():
             bev = cv.bird_eye_view(occupied, labels, visible, GROUND_LABELS)

@@ -162,3 +162,13 @@ def test_from_checkpoint_restores_reducer_and_text_encoder(tmp_path, perception,
     points, similarity = restored.query("traffic cone")
     assert points.shape[0] == similarity.shape[0] == int(result.occupied.sum())
     assert set(np.unique(result.semantics[result.occupied])) <= set(range(17))
+
+
+def test_one_occupancy_threshold_decides_occupied_and_semantics(perception, frame):
+    loose = perception.infer(*frame, occupancy_threshold=0.01)
+    strict = perception.infer(*frame, occupancy_threshold=0.99)
+    for result, threshold in ((loose, 0.01), (strict, 0.99)):
+        assert np.array_equal(result.occupied, result.occupancy_probability > threshold)
+        assert np.all(result.semantics[~result.occupied] == 17) and np.all(result.semantics[result.occupied] < 17)
+        assert result.voxel_centers.shape[0] == int(result.occupied.sum())
+    assert loose.occupied.sum() > strict.occupied.sum()

@@ -34,14 +34,17 @@ class RecordingBackend:
     def warmup(self):
         self.warmed = True
 
-    def infer(self, images, intrinsics, cam_to_ego, valid=None):
+    def infer(self, images, intrinsics, cam_to_ego, valid=None, occupancy_threshold=None):
         self.calls.append((images, intrinsics, cam_to_ego, valid))
+        self.thresholds = getattr(self, "thresholds", []) + [occupancy_threshold]
         n, (w, h) = len(images), self.render_size
         probability = np.zeros((200, 200, 16), np.float32)
         probability[100, 100, 4] = 0.9
         return SimpleNamespace(depth=np.full((n, h, w), 7.0, np.float32), depth_intrinsics=np.stack([np.eye(3)] * n),
                                rgb=np.zeros((n, 32, 64, 3), np.uint8), occupancy_probability=probability,
-                               occupied=probability > 0.5, semantics=np.full((200, 200, 16), 17, np.uint8),
+                               occupied=probability > (0.5 if occupancy_threshold is None else occupancy_threshold),
+                               semantics=np.where(probability > (0.5 if occupancy_threshold is None else
+                                                                 occupancy_threshold), 4, 17).astype(np.uint8),
                                camera_visible=np.ones((200, 200, 16), np.uint8), voxel_centers=np.zeros((1, 3)),
                                timings_ms={})
 
@@ -293,3 +296,20 @@ def test_extrinsics_prefer_tf_fall_back_to_the_rig_and_cache():
     extrinsics.cam_to_base("CAM_FRONT", "CAM_FRONT")
     assert buffer.lookups == lookups  # rigid: looked up once
     assert len(warnings) == 1
+
+
+def test_one_occupancy_threshold_decides_voxels_labels_and_queries(node):
+    """The node's parameter reaches the backend, which applies it once; the node never re-thresholds."""
+    from rcl_interfaces.msg import Parameter as ParameterMsg  # noqa: F401  (rclpy is present: the fixture ran)
+    from rclpy.parameter import Parameter as RosParameter
+
+    for camera in NUSCENES_CAMERAS:
+        node._on_camera_info(camera, info_msg(camera))
+    node.set_parameters([RosParameter("occupancy_threshold", value=0.95)])
+    feed(node, 10.0)
+    node.process(node._slot.get(timeout=1.0))
+    assert node.backend.thresholds[-1] == pytest.approx(0.95)  # the fake's only voxel (0.9) is then free
+    node.set_parameters([RosParameter("occupancy_threshold", value=0.2)])
+    feed(node, 11.0)
+    node.process(node._slot.get(timeout=1.0))
+    assert node.backend.thresholds[-1] == pytest.approx(0.2)

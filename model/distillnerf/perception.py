@@ -155,7 +155,11 @@ class Perception:
         return images_t, k_t, e_t, valid_t
 
     @torch.inference_mode()
-    def infer(self, images, intrinsics, cam_to_ego, valid=None) -> PerceptionResult:
+    def infer(self, images, intrinsics, cam_to_ego, valid=None, occupancy_threshold: float | None = None
+              ) -> PerceptionResult:
+        """``occupancy_threshold``: probability above which a voxel is occupied (default: the model config's). One
+        threshold decides ``occupied``, the semantic labels and the voxels a query scores."""
+        threshold = self.config.occupancy_threshold if occupancy_threshold is None else float(occupancy_threshold)
         timer = StageTimer(self.device)
         with timer.stage("preprocess"):
             images_t, k_t, e_t, valid_t = self._prepare(images, intrinsics, cam_to_ego, valid)
@@ -163,7 +167,7 @@ class Perception:
         with timer.stage("queries"):
             field = out["field"]
             prob = occupancy_probability(self.model, field, self.grid, self.config.occupancy_subsamples)[0]
-            occupied = prob > self.config.occupancy_threshold
+            occupied = prob > threshold
             centres = self.grid.centres(self.device).reshape(*self.grid.size, 3)
             voxel_centers = centres[occupied]
             if self.config.feature_head and voxel_centers.shape[0]:
