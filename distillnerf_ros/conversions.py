@@ -263,9 +263,14 @@ OCC3D_GRID = VoxelGrid((-40.0, -40.0, -1.0), (0.4, 0.4, 0.4), (200, 200, 16))
 
 
 def voxel_cloud(header, occupied: np.ndarray, probability: np.ndarray, labels: np.ndarray,
-                grid: VoxelGrid = OCC3D_GRID):
-    """PointCloud2 of occupied voxel centres: x, y, z, rgb (class colour), probability, label."""
+                grid: VoxelGrid = OCC3D_GRID, max_points: int | None = None):
+    """PointCloud2 of occupied voxel centres: x, y, z, rgb (class colour), probability, label; at most
+    ``max_points`` of them, the most probable first (RViz stalls above a few hundred thousand points)."""
     ix, iy, iz = np.nonzero(occupied)
+    if max_points is not None and len(ix) > max_points:
+        keep = np.argpartition(-probability[ix, iy, iz], max_points - 1)[:max_points]
+        keep.sort()  # grid order, as without a cap
+        ix, iy, iz = ix[keep], iy[keep], iz[keep]
     points = np.empty(len(ix), dtype=VOXEL_DTYPE)
     for axis, index in enumerate((ix, iy, iz)):
         points["xyz"[axis]] = np.float32(grid.origin[axis]) + (index.astype(np.float32) + np.float32(0.5)) \

@@ -164,6 +164,7 @@ class DistillNerfNode(Node):
         self._query_unavailable_warned = False
         self._publish_rgb = p.publish_rgb
         self._threshold = p.occupancy_threshold
+        self._voxel_cap = p.voxel_cloud_max_points
 
         self._create_publishers()
         self._decoders = ThreadPoolExecutor(max_workers=max(1, min(len(p.camera_names), os.cpu_count() or 1)),
@@ -325,6 +326,8 @@ class DistillNerfNode(Node):
                 self._publish_rgb = bool(parameter.value)
             elif parameter.name == "occupancy_threshold":
                 self._threshold = float(parameter.value)
+            elif parameter.name == "voxel_cloud_max_points":
+                self._voxel_cap = int(parameter.value)
         return SetParametersResult(successful=True)
 
     def _publish_diagnostics(self) -> None:
@@ -445,7 +448,8 @@ class DistillNerfNode(Node):
             bev = cv.bird_eye_view(occupied, labels, visible, GROUND_LABELS)
             self.pub_grid.publish(cv.occupancy_grid(header, bev, self._grid))
         if self.pub_voxels.get_subscription_count():
-            self.pub_voxels.publish(cv.voxel_cloud(header, occupied, probability, labels, self._grid))
+            self.pub_voxels.publish(cv.voxel_cloud(header, occupied, probability, labels, self._grid,
+                                                   self._voxel_cap))
         if self.pub_semantic.get_subscription_count():
             self.pub_semantic.publish(cv.semantic_occupancy(header, labels, visible, self._class_names, self._grid))
         names = list(self.backend.camera_names)

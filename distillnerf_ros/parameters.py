@@ -59,8 +59,10 @@ SPECS: tuple[ParameterSpec, ...] = (
     ParameterSpec("base_frame", str, "Frame of the 3D outputs (occupancy, voxels, feature query)."),
     ParameterSpec("query_text", str, "Open-vocabulary query for ~/output/feature_query; empty = none.", dynamic=True),
     ParameterSpec("publish_rgb", bool, "Also publish the rendered RGB images on ~/output/<CAM>/rgb.", dynamic=True),
-    ParameterSpec("occupancy_threshold", float, "Occupancy probability above which a voxel is occupied (its labels and the query use the same voxels).",
-                  range=(0.0, 1.0), dynamic=True),
+    ParameterSpec("occupancy_threshold", float, "Occupancy probability above which a voxel is occupied (its "
+                  "labels and the query use the same voxels).", range=(0.0, 1.0), dynamic=True),
+    ParameterSpec("voxel_cloud_max_points", int, "Most points in ~/output/occupied_voxels, highest probability "
+                  "first (RViz stalls above a few hundred thousand).", range=(1, 640000), dynamic=True),
     ParameterSpec("warmup_only", bool, "Load, warm up, log the ready line and exit 0."),
     ParameterSpec("diagnostics_period", float, "Period (s) of the /diagnostics report.", range=(0.05, 60.0)),
     ParameterSpec("warning_period", float, "Shortest interval (s) between two warnings of one kind per camera.",
@@ -124,6 +126,7 @@ class NodeParameters:
     query_text: str
     publish_rgb: bool
     occupancy_threshold: float
+    voxel_cloud_max_points: int
     warmup_only: bool
     diagnostics_period: float
     warning_period: float

@@ -201,3 +201,20 @@ def test_semantic_occupancy_layout_matches_the_message_definition():
     ix, iy, iz = 3, 1, 1
     assert flat[(ix * 3 + iy) * 2 + iz] == labels[ix, iy, iz]
     assert np.array_equal(np.frombuffer(bytes(msg.camera_visible), np.uint8), visible.reshape(-1))
+
+
+def test_voxel_cloud_cap_keeps_the_most_probable_voxels():
+    import numpy as np
+    from std_msgs.msg import Header
+
+    from distillnerf_ros import conversions as cv
+
+    rng = np.random.default_rng(0)
+    probability = rng.random((200, 200, 16)).astype(np.float32)
+    occupied = probability > 0.5
+    labels = np.full((200, 200, 16), 4, np.uint8)
+    full = cv.point_cloud_to_array(cv.voxel_cloud(Header(frame_id="base_link"), occupied, probability, labels))
+    capped = cv.point_cloud_to_array(cv.voxel_cloud(Header(frame_id="base_link"), occupied, probability, labels,
+                                                    max_points=1000))
+    assert len(full) == int(occupied.sum()) and len(capped) == 1000
+    assert capped["probability"].min() >= np.sort(full["probability"])[-1000]
