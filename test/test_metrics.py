@@ -156,3 +156,40 @@ def test_average_precision_against_hand_computed_values():
     assert math.isnan(average_precision([0.3, 0.2], [0, 0]))
     with pytest.raises(ValueError, match="finite"):
         average_precision([float("nan"), 0.1], [1, 0])
+
+
+def test_metrics_refuse_nonsense(tmp_path, capsys):
+    gt = np.array([[10.0, 20.0], [0.0, 40.0]], dtype=np.float32)
+    with pytest.raises(ValueError, match="non-finite"):
+        depth_metrics(np.array([[np.nan, 20.0], [1.0, 40.0]]), gt)  # half NaN must not score AbsRel 0
+    assert depth_metrics(np.array([[10.0, 20.0], [np.nan, 40.0]]), gt)["count"] == 3  # NaN where no ground truth
+    with pytest.raises(ValueError, match="min_depth"):
+        depth_metrics(gt, gt, min_depth=-5.0)
+    np.save(tmp_path / "gt.npy", gt)
+    half = gt.copy()
+    half[0, 0] = np.nan
+    np.save(tmp_path / "half.npy", half)
+    np.save(tmp_path / "nan.npy", np.full_like(gt, np.nan))
+    for pred in ("half.npy", "nan.npy"):
+        assert cli_main(["metrics", "depth", "--pred", str(tmp_path / pred), "--gt", str(tmp_path / "gt.npy"),
+                         "--json"]) == 2
+        assert "non-finite" in capsys.readouterr().err
+    assert cli_main(["metrics", "depth", "--pred", str(tmp_path / "gt.npy"), "--gt", str(tmp_path / "gt.npy"),
+                     "--min-depth", "-5"]) == 2
+    assert "min_depth" in capsys.readouterr().err
+    np.save(tmp_path / "far.npy", np.full_like(gt, 200.0))
+    assert cli_main(["metrics", "depth", "--pred", str(tmp_path / "gt.npy"), "--gt", str(tmp_path / "far.npy")]) == 2
+    assert "nothing to score" in capsys.readouterr().err
+    # Occ3D: float labels that are not whole numbers are refused; strict JSON (null, never NaN)
+    labels = np.full((4, 4, 2), 17, np.uint8)
+    labels[0, 0, 0] = 4
+    np.savez(tmp_path / "gt.npz", semantics=labels, mask_camera=np.ones_like(labels))
+    np.save(tmp_path / "float.npy", np.where(labels == 4, 3.7, 17.0))
+    assert cli_main(["metrics", "occ3d", "--pred", str(tmp_path / "float.npy"), "--gt", str(tmp_path / "gt.npz")]) == 2
+    assert "whole class numbers" in capsys.readouterr().err
+    np.save(tmp_path / "free.npy", np.full_like(labels, 17))
+    np.savez(tmp_path / "allfree.npz", semantics=np.full_like(labels, 17), mask_camera=np.ones_like(labels))
+    assert cli_main(["metrics", "occ3d", "--pred", str(tmp_path / "free.npy"), "--gt", str(tmp_path / "allfree.npz"),
+                     "--json"]) == 0
+    out = capsys.readouterr().out
+    assert "NaN" not in out and json.loads(out)["miou"] is None

@@ -37,13 +37,20 @@ def depth_metrics(pred, gt, min_depth: float = 1e-3, max_depth: float = 80.0) ->
 
     Predictions are clamped to ``[min_depth, max_depth]`` (a prediction beyond the evaluation range cannot be
     more wrong than the range), never median-scaled. ``count`` is the number of valid pixels; with none, every
-    metric is NaN so that an empty image is visible rather than silently perfect.
+    metric is NaN so that an empty image is visible rather than silently perfect. A non-finite prediction where
+    the ground truth is valid is refused (ValueError): leaving it out would score a broken model as perfect.
     """
+    if not (math.isfinite(min_depth) and math.isfinite(max_depth) and 0.0 <= min_depth < max_depth):
+        raise ValueError(f"depth_metrics: need 0 <= min_depth < max_depth, got {min_depth} and {max_depth}")
     pred = _to_numpy(pred).astype(np.float64)
     gt = _to_numpy(gt).astype(np.float64)
     if pred.shape != gt.shape:
         raise ValueError(f"depth_metrics: prediction shape {pred.shape} differs from ground truth shape {gt.shape}")
-    valid = np.isfinite(gt) & (gt > min_depth) & (gt <= max_depth) & np.isfinite(pred)
+    valid = np.isfinite(gt) & (gt > min_depth) & (gt <= max_depth)
+    broken = int((valid & ~np.isfinite(pred)).sum())
+    if broken:
+        raise ValueError(f"depth_metrics: {broken} of {int(valid.sum())} pixels with ground truth have a non-finite "
+                         "prediction (NaN or inf)")
     count = int(valid.sum())
     if count == 0:
         return {**{name: math.nan for name in DEPTH_METRIC_NAMES}, "count": 0}
@@ -179,6 +186,11 @@ class Occ3DMetrics:
             if mask_camera.shape != gt.shape:
                 raise ValueError(f"Occ3D: mask shape {mask_camera.shape} differs from ground truth shape {gt.shape}")
             keep = mask_camera.astype(bool)
+        for name, labels in (("prediction", pred), ("ground truth", gt)):
+            if labels.dtype.kind == "f" and not np.array_equal(labels[keep], np.round(labels[keep])):
+                raise ValueError(f"Occ3D: {name} labels must be whole class numbers, found non-integer values")
+            if labels.dtype.kind not in "iufb":
+                raise ValueError(f"Occ3D: {name} labels must be integers, got dtype {labels.dtype}")
         p = pred[keep].astype(np.int64)
         g = gt[keep].astype(np.int64)
         for name, labels in (("prediction", p), ("ground truth", g)):

@@ -50,6 +50,16 @@ def _load_array(path: str, key: str):
     return data, None
 
 
+def _json_safe(value):
+    import math
+
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def run(args) -> int:
     from distillnerf.metrics import Occ3DMetrics, depth_metrics
 
@@ -60,6 +70,9 @@ def run(args) -> int:
             if pred.shape != gt.shape:
                 raise ValueError(f"shape mismatch: prediction {pred.shape} vs ground truth {gt.shape}")
             result = depth_metrics(pred, gt, args.min_depth, args.max_depth)
+            if result["count"] == 0:
+                raise ValueError(f"no ground-truth pixel lies in ({args.min_depth}, {args.max_depth}] m: nothing to "
+                                 "score")
         else:
             pred, _ = _load_array(args.pred, "semantics")
             gt, gt_file = _load_array(args.gt, "semantics")
@@ -76,8 +89,8 @@ def run(args) -> int:
     except (FileNotFoundError, ValueError) as error:
         print(f"distillnerf metrics {args.kind}: error: {error}", file=sys.stderr)
         return 2
-    if args.json:
-        print(json.dumps(result, sort_keys=True))
+    if args.json:  # strict JSON: a NaN (e.g. mIoU with no class present) is written as null
+        print(json.dumps(_json_safe(result), sort_keys=True, allow_nan=False))
     elif args.kind == "depth":
         print(f"pixels {result['count']}  " + "  ".join(
             f"{k} {result[k]:.4f}" for k in ("abs_rel", "sq_rel", "rmse", "rmse_log", "d1", "d2", "d3")))
