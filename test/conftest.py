@@ -62,3 +62,11 @@ def occ3d_sample() -> Path:
     if not files:
         pytest.skip(f"Occ3D sample not present under {OCC3D_SAMPLE} (../shared is absent in a user's clone)")
     return files[0]
+
+
+@pytest.fixture(scope="session")
+def ddad_mini() -> Path:
+    root = SHARED_DATA / "ddad-mini"
+    if not (root / "scene_dataset_v1.0.json").is_file():
+        pytest.skip(f"DDAD-mini not present at {root} (../shared is absent in a user's clone)")
+    return root

@@ -21,6 +21,7 @@ from distillnerf.perception import Perception
 from distillnerf.relevance import nearest_class, relevance
 
 from .data import DataConfig, NuScenesKeyframes
+from .data.dgp import DGPKeyframes, is_dgp_dataset
 from .rendering import render_views
 
 
@@ -116,10 +117,14 @@ def evaluate(checkpoint: str | Path, dataroot: str | Path, version: str, scenes:
     against the all-camera prediction on the same voxels: camera-visible ones outside the dropped cameras' view."""
     perception = Perception.from_checkpoint(checkpoint, device=device)
     model, config, dev = perception.model, perception.config, perception.device
-    data_config = DataConfig(dataroot=str(dataroot), version=version, scenes=scenes, input_size=config.input_size,
-                             render_size=config.render_size, feature_dim=config.feature_dim, next_keyframe=True,
-                             teacher=True, features=True, occupancy=True)
-    dataset = NuScenesKeyframes(data_config)
+    if is_dgp_dataset(dataroot):  # a second real rig (DDAD): depth against its LiDAR
+        dataset = DGPKeyframes(dataroot, config.input_size, config.render_size, (1.0, max_depth))
+        version = "dgp"
+    else:
+        data_config = DataConfig(dataroot=str(dataroot), version=version, scenes=scenes, input_size=config.input_size,
+                                 render_size=config.render_size, feature_dim=config.feature_dim, next_keyframe=True,
+                                 teacher=True, features=True, occupancy=True)
+        dataset = NuScenesKeyframes(data_config)
     count = len(dataset) if max_samples is None else min(len(dataset), max_samples)
     loader = DataLoader(torch.utils.data.Subset(dataset, range(count)), batch_size=1, num_workers=0)
 
@@ -239,7 +244,7 @@ def format_report(report: dict) -> str:
         miou = "-" if occ["miou"] is None else f"{occ['miou']:.2f}"
         lines.append(f"occupancy        IoU {occ['geometric_iou']:.2f}  mIoU {miou}  ({occ['samples']} keyframes)")
     q = report.get("query")
-    if q:
+    if q and (q.get("class_accuracy_2d") is not None or q.get("map") is not None):
         def fmt(value):
             return "-" if value is None else f"{value:.3f}"
 

@@ -16,7 +16,8 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                     "in (1e-3, 80] m, no median scaling; Occ3D IoU/mIoU (camera mask) when gt/occ3d exists; "
                     "median per-stage latency of the deployed inference path.")
     p.add_argument("--checkpoint", required=True, help="model checkpoint (distillnerf.checkpoint format)")
-    p.add_argument("--data", help="nuScenes-format dataroot (or --suite)")
+    p.add_argument("--data", help="nuScenes-format dataroot, or a DGP dataset (DDAD: scene_dataset_v1.0.json; depth "
+                                  "against its LiDAR only), or --suite")
     p.add_argument("--suite", metavar="NAME",
                    help="score on a held-out suite instead (config/eval/NAME.yaml, e.g. heldout): every seed, the mean "
                         "and the worst; each seed's synthetic dataset is generated on first use and cached")
