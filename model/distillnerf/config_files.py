@@ -46,7 +46,10 @@ def resolve_config(name_or_path: str | os.PathLike, subdir: str = "") -> Path:
 def load_yaml(name_or_path: str | os.PathLike, subdir: str = "") -> dict:
     file = resolve_config(name_or_path, subdir)
     with open(file, encoding="utf-8") as handle:
-        data = yaml.safe_load(handle)
+        try:
+            data = yaml.safe_load(handle)
+        except yaml.YAMLError as error:
+            raise ValueError(f"{file}: not valid YAML ({' '.join(str(error).split())})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{file}: expected a YAML mapping at the top level, got {type(data).__name__}")
     return data

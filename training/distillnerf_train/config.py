@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 from distillnerf.config_files import load_yaml, resolve_config
 
@@ -16,36 +17,41 @@ def _from_dict(cls, data: dict | None, section: str):
     return dataclass_from_dict(cls, data, section)
 
 
+def _range(default, low=None, high=None):
+    """A field with a checked inclusive range (see ``dataclass_config``)."""
+    return field(default=default, metadata={"range": (low, high)})
+
+
 @dataclass
 class OptimConfig:
-    lr: float = 2e-4
-    betas: tuple[float, float] = (0.0, 0.99)
-    weight_decay: float = 0.0
-    grad_clip: float = 35.0
+    lr: float = _range(2e-4, 1e-12)
+    betas: tuple[float, float] = field(default=(0.0, 0.99), metadata={"range": (0.0, 0.999999)})
+    weight_decay: float = _range(0.0, 0.0)
+    grad_clip: float = _range(35.0, 1e-12)
 
 
 @dataclass
 class ScheduleConfig:
     """LR multiplier: linear warm-up, then constant, cosine to ``min_ratio`` or steps of ``gamma``."""
 
-    kind: str = "constant"  # constant | cosine | step
-    warmup_steps: int = 0
-    min_ratio: float = 0.1
-    step_size: int = 10000
-    gamma: float = 0.5
+    kind: Literal["constant", "cosine", "step"] = "constant"
+    warmup_steps: int = _range(0, 0)
+    min_ratio: float = _range(0.1, 0.0, 1.0)
+    step_size: int = _range(10000, 1)
+    gamma: float = _range(0.5, 1e-12, 1.0)
 
 
 @dataclass
 class LoopConfig:
-    max_steps: int = 1000
-    batch_size: int = 1  # per process
-    num_workers: int = 0
-    seed: int = 0
+    max_steps: int = _range(1000, 1)
+    batch_size: int = _range(1, 1)  # per process
+    num_workers: int = _range(0, 0)
+    seed: int = _range(0, 0)
     amp: bool = True  # fp16 autocast + grad scaling, CUDA only (ignored on CPU)
-    device: str = "auto"  # auto | cpu | cuda
-    log_every: int = 10
-    image_every: int = 200
-    checkpoint_every: int = 200
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    log_every: int = _range(10, 1)
+    image_every: int = _range(200, 0)
+    checkpoint_every: int = _range(200, 0)
     out: str = "runs/train"
     render_virtual_views: bool = True  # render the teacher's virtual cameras when the data has them
     init_from: str = ""  # fine-tune: start from this inference checkpoint's weights (fresh optimiser, schedule)
@@ -76,18 +82,21 @@ def train_config_from_dict(data: dict, source: str = "<dict>") -> TrainConfig:
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"{source}: unknown section(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-    schedule = _from_dict(ScheduleConfig, data.get("schedule"), "schedule")
-    if schedule.kind not in ("constant", "cosine", "step"):
-        raise ValueError(f"{source}: schedule.kind must be constant, cosine or step, got {schedule.kind!r}")
-    return TrainConfig(
-        model=str(data.get("model", "cpu")),
-        data=DataConfig.from_dict(dict(data.get("data") or {})),
-        losses=LossConfig.from_dict(data.get("losses")),
-        optim=_from_dict(OptimConfig, data.get("optim"), "optim"),
-        schedule=schedule,
-        train=_from_dict(LoopConfig, data.get("train"), "train"),
-        source=source,
-    )
+    model = data.get("model", "cpu")
+    if not isinstance(model, str) or not model:
+        raise ValueError(f"{source}: model must name a model config, got {model!r}")
+    try:
+        return TrainConfig(
+            model=model,
+            data=DataConfig.from_dict(data.get("data")),
+            losses=LossConfig.from_dict(data.get("losses")),
+            optim=_from_dict(OptimConfig, data.get("optim"), "optim"),
+            schedule=_from_dict(ScheduleConfig, data.get("schedule"), "schedule"),
+            train=_from_dict(LoopConfig, data.get("train"), "train"),
+            source=source,
+        )
+    except ValueError as error:
+        raise ValueError(f"{source}: {error}") from None
 
 
 def load_train_config(name_or_path: str | os.PathLike) -> TrainConfig:

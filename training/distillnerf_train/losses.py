@@ -7,7 +7,7 @@ camera-dropout steps, the dropped cameras (only the 3D density distillation spea
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -57,7 +57,14 @@ class LossConfig:
 
     @classmethod
     def from_dict(cls, data: dict | None) -> "LossConfig":
-        return dataclass_from_dict(cls, data, "losses")
+        config = dataclass_from_dict(cls, data, "losses")
+        negative = [f.name for f in fields(cls) if isinstance(getattr(config, f.name), (int, float))
+                    and not isinstance(getattr(config, f.name), bool) and getattr(config, f.name) < 0]
+        if negative:
+            raise ValueError(f"losses config: {', '.join(negative)} must not be negative")
+        if config.feature_temperature <= 0 or config.density_step <= 0:
+            raise ValueError("losses config: feature_temperature and density_step must be positive")
+        return config
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -120,6 +120,11 @@ def load_train_state(path: Path) -> dict:
     return state
 
 
+def features_dir(config: TrainConfig) -> Path:
+    """Where the feature targets and their reducer.pt live (``data.features_dir``, default DATAROOT/features)."""
+    return Path(config.data.features_dir or Path(config.data.dataroot) / "features")
+
+
 def class_prototypes(features_dir: Path) -> torch.Tensor:
     """The class prototypes (reduced class-prompt text embeddings) that ``distillnerf features`` stores beside its
     targets in ``reducer.pt``."""
@@ -220,7 +225,7 @@ class Trainer:
         self.model = DistillNeRF(self.model_config).to(self.device)
         if config.train.init_from:
             self.init_weights(Path(config.train.init_from))
-        prototypes = class_prototypes(self.features_dir) if config.losses.feature_contrast > 0 else None
+        prototypes = class_prototypes(features_dir(config)) if config.losses.feature_contrast > 0 else None
         self.step_module = TrainStep(self.model, DistillNeRFLoss(config.losses, prototypes),
                                      config.train.render_virtual_views).to(self.device)
         self.ddp = None
@@ -279,13 +284,9 @@ class Trainer:
 
         save_checkpoint(path, self.model, self.model_config, self.export_extras())
 
-    @property
-    def features_dir(self) -> Path:
-        return Path(self.config.data.features_dir or Path(self.config.data.dataroot) / "features")
-
     def export_extras(self) -> dict:
         extras = {"step": self.step, "train_config": self.config.to_dict(), "dataset": self.config.data.dataroot}
-        reducer = self.features_dir / "reducer.pt"
+        reducer = features_dir(self.config) / "reducer.pt"
         if reducer.is_file():  # the features command's PCA: the node must reduce text embeddings the same way
             meta = torch.load(reducer, map_location="cpu", weights_only=True)
             if not isinstance(meta, dict) or "reducer" not in meta:

@@ -52,12 +52,13 @@ class DataConfig:
     gt_dir: str | None = None  # default DIR/gt
 
     @classmethod
-    def from_dict(cls, data: dict) -> "DataConfig":
+    def from_dict(cls, data: dict | None) -> "DataConfig":
         config = dataclass_from_dict(cls, data, "data")
         if config.dense_depth not in ("teacher", "gt", "auto", "none"):
             raise ValueError(f"data config: dense_depth must be teacher, gt, auto or none, got {config.dense_depth!r}")
-        config.input_size = tuple(int(v) for v in config.input_size)
-        config.render_size = tuple(int(v) for v in config.render_size)
+        if not 0 < config.lidar_min_depth < config.lidar_max_depth:
+            raise ValueError(f"data config: need 0 < lidar_min_depth < lidar_max_depth, got {config.lidar_min_depth} "
+                             f"and {config.lidar_max_depth}")
         return config
 
 
