@@ -63,6 +63,11 @@ class Extrinsics:
         extrinsics._listener = listener  # keeps the subscription alive
         return extrinsics
 
+    @property
+    def uses_tf(self) -> bool:
+        """Whether TF is consulted (else the rig file is the only source of extrinsics)."""
+        return self._tf_buffer is not None
+
     def cam_to_base(self, camera: str, frame_id: str) -> np.ndarray:
         cached = self._cache.get(camera)
         if cached is not None:

@@ -20,6 +20,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 import rclpy
+from rclpy.exceptions import InvalidParameterTypeException, ParameterException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
@@ -158,6 +159,12 @@ class DistillNerfNode(Node):
                       else cv.OCC3D_GRID)
         self._rig = load_rig(p.calibration_file)
         self._extrinsics = Extrinsics.create(self, self._rig, p.base_frame, p.use_tf)
+        if not self._extrinsics.uses_tf:  # the rig file is the only source: every camera must be in it
+            missing = [c for c in p.camera_names if c not in self._rig.camera_names]
+            if missing:
+                raise StartupError(f"calibration file {self._rig.source or p.calibration_file} has no camera "
+                                   f"{', '.join(missing)} (it has {', '.join(self._rig.camera_names)}); "
+                                   "give one that has every camera in camera_names, or use_tf with TF")
         self._camera_info: dict[str, CameraInfoEntry | cv.InputError] = {}
         self._last_intrinsics: dict[str, np.ndarray] = {}
         self._query_text = p.query_text
@@ -494,6 +501,14 @@ class DistillNerfNode(Node):
         self.destroy_node()
 
 
+def parameter_problem(error: Exception) -> str:
+    """One line for rclpy's parameter exceptions (whose text spans lines and names Python types)."""
+    text = " ".join(str(error).split())
+    if isinstance(error, InvalidParameterTypeException):
+        return f"{text} (write a float with a decimal point, e.g. 2.0, where a float is expected)"
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console script ``distillnerf_node``; returns the exit code (0 after ``warmup_only``)."""
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -510,6 +525,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except (StartupError, ValueError, FileNotFoundError) as error:
         rclpy.logging.get_logger(NODE_NAME).error(f"cannot start: {error}")
+        return 2
+    except ParameterException as error:  # a --ros-args value of the wrong type or out of range
+        rclpy.logging.get_logger(NODE_NAME).error(f"cannot start: parameter {parameter_problem(error)}")
         return 2
     except (KeyboardInterrupt, ExternalShutdownException):
         return 0

@@ -46,3 +46,30 @@ def test_warmup_only_exits_zero_and_device_or_checkpoint_errors_exit_non_zero(ro
         assert no_cuda.returncode != 0
         assert "device 'cuda' requested but CUDA is not available" in out
         assert "distillnerf ready" not in out
+
+
+def test_bad_parameters_and_calibration_end_in_one_line_and_exit_2(ros_domain_id, tmp_path):
+    """Wrong types, values out of range, a calibration file that is not YAML or lacks a camera: one `cannot start:`
+    line, exit code 2, no traceback, never a `ready` node that publishes nothing."""
+    partial = tmp_path / "five_cameras.yaml"
+    rig = (REPO / "config" / "rigs" / "nuscenes.yaml").read_text()
+    import yaml
+
+    data = yaml.safe_load(rig)
+    data["cameras"] = [c for c in data["cameras"] if c["name"] != "CAM_BACK"]
+    partial.write_text(yaml.safe_dump(data))
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("cameras: [\n")
+    tiny = ("model_config:=tiny", "random_weights:=true", "device:=cpu", "use_tf:=false")
+    cases = {
+        "camera_timeout": start(*tiny, "camera_timeout:=2"),
+        "occupancy_threshold": start(*tiny, "occupancy_threshold:=2.0"),
+        "not valid YAML": start(*tiny, f"calibration_file:={broken}"),
+        "has no camera CAM_BACK": start(*tiny, f"calibration_file:={partial}"),
+    }
+    for expected, process in cases.items():
+        out, _ = process.communicate(timeout=300)
+        assert process.returncode == 2, out
+        assert "Traceback" not in out and "distillnerf ready" not in out, out
+        lines = [line for line in out.splitlines() if "cannot start:" in line]
+        assert len(lines) == 1 and expected in lines[0], out

@@ -179,7 +179,13 @@ def load_rig(name_or_path: str | os.PathLike = "nuscenes") -> Rig:
     """Load a rig by file path or by name in ``config/rigs/`` (``nuscenes``, ``ddad``)."""
     file = resolve_config(name_or_path, "rigs")
     with open(file, encoding="utf-8") as handle:
-        return rig_from_dict(yaml.safe_load(handle), str(file))
+        try:
+            data = yaml.safe_load(handle)
+        except yaml.YAMLError as error:
+            raise ValueError(f"rig file {file}: not valid YAML ({' '.join(str(error).split())})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"rig file {file}: expected a mapping with 'cameras', got {type(data).__name__}")
+    return rig_from_dict(data, str(file))
 
 
 def save_rig(rig: Rig, path: str | os.PathLike) -> Path:
