@@ -41,6 +41,10 @@ class CameraHealth:
     last_problem: str = ""
     last_problem_time: float | None = None
     missing: bool = False
+    newest_stamp: int | None = None  # header stamp (ns) of its newest image
+    stamps: deque = field(default_factory=lambda: deque(maxlen=2))  # its two newest distinct stamps
+    dropouts: int = 0  # times it was declared missing
+    recoveries: int = 0  # times it delivered again after that
 
 
 @dataclass
@@ -60,6 +64,7 @@ class Health:
         self.recent = recent  # a problem this recent makes its entry WARN
         self._clock = clock
         self.started = clock()
+        self.first_stamp: int | None = None  # header stamp (ns) of the first image, for cameras never heard
         self.model: dict = {}
         self.inferences = 0
         self.skipped_no_subscribers = 0
@@ -74,11 +79,30 @@ class Health:
         self.last_error = ""
 
     def received(self, camera) -> None:
+        """An image arrived (counted whatever its fate)."""
         health = self.cameras[camera]
         health.received += 1
         health.last_arrival = self._clock()
         health.arrivals.append(health.last_arrival)
+
+    def stamped(self, camera, stamp_ns: int) -> None:
+        """An image with a new stamp arrived: the evidence the dropout rule reads."""
+        health = self.cameras[camera]
+        if self.first_stamp is None:
+            self.first_stamp = stamp_ns
+        if health.newest_stamp is None or stamp_ns > health.newest_stamp:
+            health.newest_stamp = stamp_ns
+            health.stamps.append(stamp_ns)
+        if health.missing:
+            health.recoveries += 1
         health.missing = False
+
+    def reset_stamps(self) -> None:
+        """Forget the stamps seen (the stream jumped back in time: a looped bag), keeping the counters."""
+        self.first_stamp = None
+        for health in self.cameras.values():
+            health.newest_stamp = None
+            health.stamps.clear()
 
     def problem(self, camera, kind: str, message: str) -> None:
         health = self.cameras.get(camera)
@@ -90,21 +114,29 @@ class Health:
         health.last_problem = f"{kind}: {message}"
         health.last_problem_time = self._clock()
 
-    def silent_cameras(self, timeout: float) -> list:
-        """Cameras silent for ``timeout`` s while another camera delivered at least twice meanwhile (a camera
-        never heard counts from start-up). Two arrivals, not one, so that a camera whose image of the current
-        cycle is merely a few ms behind the others' is not taken for missing when frames come slowly; and when
+    def silent_cameras(self, timeout: float, slop: float = 0.0) -> list:
+        """Cameras the data shows missing: the other cameras' images have moved on by more than ``timeout``
+        seconds of *stamp* time past this camera's newest image (a camera never heard counts from the first stamp
+        seen), with at least two newer images of another camera (newer by more than the synchroniser's ``slop``:
+        an image of the same set does not count), i.e. sets keep completing without it.
+
+        Stamps, not arrival times: an image that arrives late because the node (or the network) was busy still
+        carries its own time, so a healthy camera is never declared missing for the node's own delays; and when
         every camera is silent the stream is idle (a paused bag), not a dropout: none is listed."""
-        now = self._clock()
-        newest = max((h.last_arrival for h in self.cameras.values() if h.last_arrival is not None), default=None)
+        if self.first_stamp is None:
+            return []
+        limit, same_set = int(round(timeout * 1e9)), int(round(slop * 1e9))
+        newest = max(h.newest_stamp for h in self.cameras.values() if h.newest_stamp is not None)
         silent = []
         for camera, health in self.cameras.items():
-            last = health.last_arrival if health.last_arrival is not None else self.started
-            others_went_on = any(len(other.arrivals) == 2 and other.arrivals[0] > last
-                                 for name, other in self.cameras.items() if name != camera)
-            health.missing = (newest is not None and now - newest <= timeout and now - last > timeout
-                              and others_went_on)
-            if health.missing:
+            own = health.newest_stamp if health.newest_stamp is not None else self.first_stamp
+            sets_went_on = any(len(other.stamps) == 2 and other.stamps[0] > own + same_set
+                               for name, other in self.cameras.items() if name != camera)
+            missing = newest - own > limit and sets_went_on
+            if missing and not health.missing:
+                health.dropouts += 1
+            health.missing = missing
+            if missing:
                 silent.append(camera)
         return silent
 
@@ -142,7 +174,8 @@ class Health:
         for camera, health in self.cameras.items():
             recent = health.last_problem_time is not None and now - health.last_problem_time < self.recent
             if health.missing:
-                level, message = WARN, "missing (no image within camera_timeout): left out of the set"
+                level, message = WARN, ("missing (the other cameras' images are more than camera_timeout ahead of "
+                                        "its newest): left out of the set")
             elif recent:
                 level, message = WARN, health.last_problem
             else:
@@ -150,6 +183,7 @@ class Health:
             age = "never" if health.last_arrival is None else f"{now - health.last_arrival:.2f}"
             out.append(Status(prefix + f"input {camera}", level, message, {
                 "received": str(health.received), "seconds_since_last": age,
+                "dropouts": str(health.dropouts), "recoveries": str(health.recoveries),
                 "last_problem": health.last_problem,
                 **{f"dropped_{kind}": str(count) for kind, count in sorted(dict(health.problems).items())}}))
         return out

@@ -279,6 +279,7 @@ class DistillNerfNode(Node):
             self._reject(camera, "duplicate_stamp", f"stamp {stamp * 1e-9:.6f} repeats the previous image's")
             return
         if verdict == "backwards":
+            self.health.reset_stamps()
             with self._sync_lock:
                 self._sync.reset()
             self.health.resets += 1
@@ -286,6 +287,7 @@ class DistillNerfNode(Node):
             self.health.problem(camera, "stamp_backwards", self.health.last_reset_reason)
             self._warn((camera, "stamp_backwards"), f"{camera}: stamp jumped backwards (looped bag?): "
                                                     "synchroniser reset")
+        self.health.stamped(camera, stamp)
         try:
             size = cv.compressed_image_size(msg) if self.params.compressed else cv.raw_image_size(msg)
             frame = CameraFrame(camera, msg.header, msg, size, self._intrinsics(camera, size))
@@ -302,13 +304,13 @@ class DistillNerfNode(Node):
         self._slot.put(frames)
 
     def _check_dropout(self) -> None:
-        silent = set(self.health.silent_cameras(self.params.camera_timeout))
+        silent = set(self.health.silent_cameras(self.params.camera_timeout, self.params.sync_slop))
         active = [c for c in self.params.camera_names if c not in silent] or list(self.params.camera_names)
         if active != self._active:
             dropped = [c for c in self.params.camera_names if c not in active]
             if dropped:
-                self.get_logger().warning(f"no images from {', '.join(dropped)} for {self.params.camera_timeout} s: "
-                                       "inferring from the other cameras")
+                self.get_logger().warning(f"no images from {', '.join(dropped)} while the others' moved on by more "
+                                       f"than {self.params.camera_timeout} s: inferring from the other cameras")
             else:
                 self.get_logger().info("all cameras deliver images again")
             self._active = active

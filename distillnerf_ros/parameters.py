@@ -43,8 +43,8 @@ SPECS: tuple[ParameterSpec, ...] = (
                   range=(0.0, 1.0)),
     ParameterSpec("sync_queue_size", int, "Images kept per camera while waiting for a matching set.",
                   range=(1, 100)),
-    ParameterSpec("camera_timeout", float, "A camera silent this long (s) is left out and the model infers from "
-                  "the others.", range=(0.05, 3600.0)),
+    ParameterSpec("camera_timeout", float, "A camera whose newest image is this far (s, by header stamps) behind "
+                  "the other cameras' is left out and the model infers from the others.", range=(0.05, 3600.0)),
     ParameterSpec("checkpoint", str, "Model checkpoint; empty = the shipped model/distillnerf/checkpoints/cpu.pt."),
     ParameterSpec("model_config", str, "Model config name (config/model/), used with random_weights (tests only)."),
     ParameterSpec("random_weights", bool, "Build model_config with seeded random weights instead of loading a "

@@ -313,3 +313,33 @@ def test_one_occupancy_threshold_decides_voxels_labels_and_queries(node):
     feed(node, 11.0)
     node.process(node._slot.get(timeout=1.0))
     assert node.backend.thresholds[-1] == pytest.approx(0.2)
+
+
+def test_a_late_image_is_not_a_missing_camera_and_a_stopped_one_is(node):
+    """Dropout by stamps: images that arrive late (the node busy) keep their camera; a camera whose stamps fall
+    behind the others' by camera_timeout is left out, and counted, and comes back when it delivers again."""
+    for camera in NUSCENES_CAMERAS:
+        node._on_camera_info(camera, info_msg(camera))
+    stamp = 10.0
+    for _ in range(3):
+        feed(node, stamp)
+        stamp += 0.5
+    time.sleep(0.6)  # the node "busy": wall-clock silence longer than camera_timeout (0.3 s) for every camera
+    late = NUSCENES_CAMERAS[0]
+    feed(node, stamp, cameras=NUSCENES_CAMERAS[1:])
+    node._check_dropout()
+    assert node._active == list(NUSCENES_CAMERAS)  # one set's worth of lag is not evidence
+    feed(node, stamp, cameras=[late])  # its late image arrives, with its own stamp
+    node._check_dropout()
+    assert node._active == list(NUSCENES_CAMERAS) and node.health.cameras[late].dropouts == 0
+    for _ in range(3):  # now it stops: the others move on by 1.5 s of stamps
+        stamp += 0.5
+        feed(node, stamp, cameras=NUSCENES_CAMERAS[1:])
+    node._check_dropout()
+    assert late not in node._active and node.health.cameras[late].dropouts == 1
+    stamp += 0.5
+    feed(node, stamp)
+    node._check_dropout()
+    assert node._active == list(NUSCENES_CAMERAS) and node.health.cameras[late].recoveries == 1
+    status = {s.name: s for s in node.health.statuses()}[f"distillnerf: input {late}"]
+    assert status.values["dropouts"] == "1" and status.values["recoveries"] == "1"
