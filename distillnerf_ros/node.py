@@ -231,6 +231,12 @@ class DistillNerfNode(Node):
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
         qos = input_qos(self.params.input_qos, self.params.input_queue_depth)
+        if not self.params.compressed and qos.reliability == ReliabilityPolicy.BEST_EFFORT:
+            # measured: 36-42 % of 1600x900 rgb8 images (4.3 MB) arrive over best effort, even at 1 set/s
+            self.get_logger().warning("raw images subscribed best effort (input_qos: sensor_data): DDS drops most "
+                                   "multi-megabyte images that way; set input_qos:=reliable if the cameras publish "
+                                   "reliable, or publish compressed images")
+            self.health.model["input_qos_warning"] = "raw images over best effort lose most messages"
         for camera in self.params.camera_names:
             topics = input_topics(camera)
             if self.params.compressed:

@@ -343,3 +343,20 @@ def test_a_late_image_is_not_a_missing_camera_and_a_stopped_one_is(node):
     assert node._active == list(NUSCENES_CAMERAS) and node.health.cameras[late].recoveries == 1
     status = {s.name: s for s in node.health.statuses()}[f"distillnerf: input {late}"]
     assert status.values["dropouts"] == "1" and status.values["recoveries"] == "1"
+
+
+def test_raw_images_over_best_effort_are_warned_about(ros_context):
+    backend = RecordingBackend()
+    overrides = [Parameter("compressed", value=False), Parameter("input_qos", value="sensor_data"),
+                 Parameter("use_tf", value=False)]
+    node = DistillNerfNode(backend=backend, context=ros_context, parameter_overrides=overrides)
+    try:
+        assert "best effort" in node.health.model["input_qos_warning"]
+    finally:
+        node.close()
+    reliable = DistillNerfNode(backend=RecordingBackend(), context=ros_context, parameter_overrides=[
+        Parameter("compressed", value=False), Parameter("input_qos", value="reliable"), Parameter("use_tf", value=False)])
+    try:
+        assert "input_qos_warning" not in reliable.health.model
+    finally:
+        reliable.close()
