@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from distillnerf.config_files import resolve_config
+from distillnerf.config_files import load_yaml, resolve_config
 
 #: The model's camera order (the official code's), and the default ``camera_names`` of the node.
 NUSCENES_CAMERAS = (
@@ -178,14 +178,7 @@ def rig_from_dict(data: dict, origin: str = "<dict>") -> Rig:
 def load_rig(name_or_path: str | os.PathLike = "nuscenes") -> Rig:
     """Load a rig by file path or by name in ``config/rigs/`` (``nuscenes``, ``ddad``)."""
     file = resolve_config(name_or_path, "rigs")
-    with open(file, encoding="utf-8") as handle:
-        try:
-            data = yaml.safe_load(handle)
-        except yaml.YAMLError as error:
-            raise ValueError(f"rig file {file}: not valid YAML ({' '.join(str(error).split())})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"rig file {file}: expected a mapping with 'cameras', got {type(data).__name__}")
-    return rig_from_dict(data, str(file))
+    return rig_from_dict(load_yaml(file), str(file))
 
 
 def save_rig(rig: Rig, path: str | os.PathLike) -> Path:
