@@ -50,3 +50,24 @@ def test_camera_visibility_respects_frustum_depth_and_validity():
     assert visible.tolist() == [True, False, False]
     valid[front] = False  # the front camera dropped: nothing else looks straight ahead
     assert p._camera_visible(points, depth, k, e, valid).tolist() == [False, False, False]
+
+
+def test_surface_point_is_the_sub_sample_that_made_the_voxel_occupied():
+    import torch
+
+    from distillnerf.occupancy import OccGridSpec, occupancy_and_surface
+
+    spec = OccGridSpec((-0.8, 0.8), (-0.4, 0.4), (-0.4, 0.4), (4, 2, 2))
+
+    class Model:  # density only in the top half of every voxel (z > its centre)
+        def query_density(self, field, points):
+            z = points[..., 2]
+            cell = torch.floor((z + 0.4) / 0.4)
+            return torch.where(z - (-0.4 + 0.4 * cell) > 0.2, torch.tensor(50.0), torch.tensor(0.0))
+
+    field = type("Field", (), {"coarse": type("L", (), {"features": torch.zeros(1)})(), "batch_size": 1})()
+    prob, surface = occupancy_and_surface(Model(), field, spec, (1, 1, 2))
+    assert prob.shape == (1, 4, 2, 2) and surface.shape == (1, 4, 2, 2, 3)
+    assert bool((prob > 0.99).all())
+    centres = spec.centres("cpu").reshape(4, 2, 2, 3)
+    assert torch.allclose(surface[0, ..., 2], centres[..., 2] + 0.1)  # the upper sub-sample, not the centre

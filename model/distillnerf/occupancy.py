@@ -71,14 +71,25 @@ def per_axis(subsamples: int | Sequence[int]) -> tuple[int, int, int]:
 def occupancy_probability(model, field, spec: OccGridSpec = OccGridSpec(),
                           subsamples: int | Sequence[int] = 1) -> Tensor:
     """[B, X, Y, Z] probability in [0, 1] that each grid voxel is occupied."""
+    return occupancy_and_surface(model, field, spec, subsamples)[0]
+
+
+def occupancy_and_surface(model, field, spec: OccGridSpec = OccGridSpec(), subsamples: int | Sequence[int] = 1
+                          ) -> tuple[Tensor, Tensor]:
+    """(probability [B, X, Y, Z], surface points [B, X, Y, Z, 3]): each voxel's probability is the maximum over its
+    sub-samples, and its surface point the sub-sample that gave it: where a voxel's semantics should be read (its
+    centre may lie in the empty half of a voxel whose surface is a few centimetres thick)."""
     device = field.coarse.features.device
     points = spec.centres(device, subsamples)
     b = field.batch_size
     sigma = model.query_density(field, points[None].expand(b, -1, -1))
     step = min(spec.voxel_size)
-    prob = 1.0 - torch.exp(-sigma * step)
-    prob = prob.reshape(b, *spec.size, math.prod(per_axis(subsamples))).amax(dim=-1)
-    return prob.clamp(0.0, 1.0)
+    count = math.prod(per_axis(subsamples))
+    prob = (1.0 - torch.exp(-sigma * step)).reshape(b, *spec.size, count)
+    prob, best = prob.max(dim=-1)
+    surface = points.reshape(*spec.size, count, 3)[None].expand(b, *spec.size, count, 3)
+    surface = torch.gather(surface, -2, best[..., None, None].expand(*best.shape, 1, 3))[..., 0, :]
+    return prob.clamp(0.0, 1.0), surface
 
 
 def semantic_labels(features: Tensor, class_embeddings: Tensor, occupied: Tensor) -> Tensor:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from distillnerf.config import ModelConfig, load_model_config
 from distillnerf.geometry import project_points, scale_intrinsics
 from distillnerf.model import DistillNeRF
-from distillnerf.occupancy import FREE_LABEL, OCC3D_CLASSES, OccGridSpec, occupancy_probability, semantic_labels
+from distillnerf.occupancy import FREE_LABEL, OCC3D_CLASSES, OccGridSpec, occupancy_and_surface, semantic_labels
 from distillnerf.relevance import relevance
 from distillnerf.timing import StageTimer
 
@@ -166,12 +166,14 @@ class Perception:
         out = self.model(images_t, k_t, e_t, valid_t, timer=timer, render_features=self.render_features)
         with timer.stage("queries"):
             field = out["field"]
-            prob = occupancy_probability(self.model, field, self.grid, self.config.occupancy_subsamples)[0]
+            prob, surface = occupancy_and_surface(self.model, field, self.grid, self.config.occupancy_subsamples)
+            prob, surface = prob[0], surface[0]
             occupied = prob > threshold
             centres = self.grid.centres(self.device).reshape(*self.grid.size, 3)
             voxel_centers = centres[occupied]
             if self.config.feature_head and voxel_centers.shape[0]:
-                voxel_features = self.model.query_features(field, voxel_centers[None])[0]
+                # read at the sub-sample that made the voxel occupied, not the centre (which may be empty space)
+                voxel_features = self.model.query_features(field, surface[occupied][None])[0]
             else:
                 voxel_features = voxel_centers.new_zeros(voxel_centers.shape[0], self.config.feature_dim)
             semantics = torch.full(self.grid.size, FREE_LABEL, dtype=torch.uint8, device=self.device)

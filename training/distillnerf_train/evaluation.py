@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from distillnerf.metrics import MeanAccumulator, Occ3DMetrics, average_precision, depth_metrics, psnr, ssim
-from distillnerf.occupancy import FREE_LABEL, OCC3D_CLASSES, OccGridSpec
+from distillnerf.occupancy import FREE_LABEL, OCC3D_CLASSES, OccGridSpec, occupancy_and_surface
 from distillnerf.perception import Perception
 from distillnerf.relevance import nearest_class, relevance
 
@@ -63,12 +63,14 @@ class SemanticScores:
         np.add.at(self.total, truth, 1)
         np.add.at(self.correct, truth[pred == truth], 1)
 
-    def update_3d(self, model, field, gt: np.ndarray, mask: np.ndarray, grid: OccGridSpec) -> None:
+    def update_3d(self, model, field, gt: np.ndarray, mask: np.ndarray, grid: OccGridSpec,
+                  subsamples=(1, 1, 1)) -> None:
         keep = mask.astype(bool) & (gt != FREE_LABEL)
         if not keep.any():
             return
-        centres = grid.centres(field.coarse.features.device).reshape(*grid.size, 3)[torch.from_numpy(keep)]
-        features = model.query_features(field, centres[None])[0]
+        # read where the deployed path reads: each voxel's most occupied sub-sample
+        _, surface = occupancy_and_surface(model, field, grid, subsamples)
+        features = model.query_features(field, surface[0][torch.from_numpy(keep)][None])[0]
         per_class = [relevance(features, self.prototypes[c], self.alternatives[c], self.temperature)
                      for c in range(len(CLASS_NAMES))]
         self.scores.append(torch.stack(per_class, 1).cpu().numpy().astype(np.float32))
@@ -164,7 +166,8 @@ def evaluate(checkpoint: str | Path, dataroot: str | Path, version: str, scenes:
                                           valid & batch["features_valid"][0])
             if semantic_scores is not None and "occ_valid" in batch and bool(batch["occ_valid"][0]):
                 semantic_scores.update_3d(model, out["field"], batch["occ_semantics"][0].cpu().numpy(),
-                                          batch["occ_mask_camera"][0].cpu().numpy(), perception.grid)
+                                          batch["occ_mask_camera"][0].cpu().numpy(), perception.grid,
+                                          config.occupancy_subsamples)
         # The deployed path: occupancy, semantics and per-stage latency.
         images = [(img.permute(1, 2, 0).cpu().numpy() * 255.0).round().astype(np.uint8) for img in batch["images"][0]]
         result = perception.infer(images, batch["intrinsics"][0].cpu().numpy(), batch["cam_to_ego"][0].cpu().numpy(),
