@@ -198,3 +198,22 @@ def test_feature_contrast_is_class_balanced_and_prefers_the_right_prototype():
                                prototypes)(out, batch)
     assert set(terms) == {"feature_contrast"} and terms["feature_contrast"] < 1e-3
     assert loss.class_prototypes.shape == (3, 2)
+
+
+def test_voxel_contrast_asks_each_contributing_voxel_for_its_class():
+    from distillnerf_train.losses import voxel_contrast_loss
+
+    prototypes = torch.tensor([[0.0, 0.0], [1.0, 0.0]])
+    target = torch.zeros(1, 1, 2, 1, 2)  # two pixels (rays): class 0 and class 1
+    target[0, 0, :, 0, 1] = prototypes[1]
+    valid = torch.ones(1, 1, 1, 2, dtype=torch.bool)
+    # ray 0 has two samples (rows 0 and 1), ray 1 one sample (row 2)
+    samples = {"ray": torch.tensor([0, 0, 1]), "row": torch.tensor([0, 1, 2]), "weight": torch.tensor([0.5, 0.5, 1.0])}
+    right = torch.stack([prototypes[0], prototypes[0], prototypes[1]]).requires_grad_(True)
+    assert float(voxel_contrast_loss(samples, right, target, valid, prototypes, 0.05, 8)) < 1e-3
+    # the sum of ray 0's two voxels is right (their mean is prototype 0 ... only if both are): make one wrong
+    wrong = torch.stack([prototypes[1], prototypes[0] - (prototypes[1] - prototypes[0]), prototypes[1]])
+    assert float(voxel_contrast_loss(samples, wrong, target, valid, prototypes, 0.05, 8)) > 1.0
+    loss = voxel_contrast_loss(samples, right * 0.5 + 0.2, target, valid, prototypes, 0.25, 8)
+    loss.backward()
+    assert right.grad is not None and float(right.grad.abs().sum()) > 0

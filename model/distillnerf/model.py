@@ -127,6 +127,7 @@ class DistillNeRF(nn.Module):
             "coarse_depth": coarse_depth.reshape(b, n, height, width),
             "render_intrinsics": k_render.reshape(b, n, 3, 3),
             "weights": rays["weights"].reshape(b, n, h, w, s),
+            "samples": rays.get("samples"),  # contributing samples (ray index over [B*N*h*w], row, weight)
             "sample_depths": (t * r_z.reshape(-1, 1)).reshape(b, n, h, w, s),
             "field": field,
         }

@@ -91,7 +91,9 @@ def render_rays(heads: FieldHeads, field: SparseVoxelField, batch: Tensor, origi
     opacity = weights_packed.new_zeros(r).index_add_(0, ray_of, weights_packed)
     distance = weights_packed.new_zeros(r).index_add_(0, ray_of, weights_packed * t.reshape(-1)[flat])
     out = {"weights": weights, "opacity": opacity,
-           "distance": distance + (1.0 - opacity).clamp_min(0.0) * far}
+           "distance": distance + (1.0 - opacity).clamp_min(0.0) * far,
+           # the samples that contribute: ray of each, its row in the field's table, its weight
+           "samples": {"ray": ray_of, "row": torch.cat([p["rows"] for p in pieces]), "weight": weights_packed}}
     if channels:
         # One bag per (chunk, marching ray): packed samples are sorted by ray within a chunk. embedding_bag forms
         # the weighted sums without materialising [samples, channels], in the weights' precision (fp32 under

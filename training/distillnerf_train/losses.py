@@ -42,6 +42,11 @@ class LossConfig:
     # term alone regresses every pixel towards the average of prototypes that lie close together after PCA.
     feature_contrast: float = 0.0
     feature_temperature: float = 0.05
+    # The same cross-entropy on every contributing sample's own voxel feature (weighted by its rendering weight),
+    # not only on their weighted sum: the 3D descriptors that semantic occupancy and queries read must be right
+    # one by one, which the rendered sum alone does not ask. ``voxel_contrast_rays`` rays per step (random).
+    voxel_contrast: float = 0.0
+    voxel_contrast_rays: int = 4096
     entropy: float = 0.01
     opacity: float = 0.1
     density_distill: float = 0.0  # KDBTS: student density at 3D points matches the all-camera teacher's
@@ -151,6 +156,40 @@ def feature_contrast_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch
     return (per_class[present] / counts[present]).mean()
 
 
+def voxel_contrast_loss(samples: dict, decoded_features: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
+                        prototypes: torch.Tensor, temperature: float, rays: int) -> torch.Tensor:
+    """Class-balanced cross-entropy of each contributing sample's voxel feature, weighted by its normalised
+    rendering weight, on ``rays`` random rays with a feature target. ``target`` [B,N,F,h,w], ``valid`` [B,N,h,w]
+    (per pixel), ``samples`` the renderer's (ray, row, weight) with rays ordered as the pixels of [B,N,h,w]."""
+    t = target.permute(0, 1, 3, 4, 2).reshape(-1, target.shape[2]).float()
+    ok = valid.reshape(-1)
+    candidates = ok.nonzero()[:, 0]
+    if candidates.numel() == 0 or samples is None:
+        return target.new_zeros(())
+    chosen = candidates[torch.randperm(candidates.numel(), device=candidates.device)[:rays]]
+    pick = torch.zeros(ok.shape[0], dtype=torch.bool, device=ok.device)
+    pick[chosen] = True
+    keep = pick[samples["ray"]]
+    ray, row, weight = samples["ray"][keep], samples["row"][keep], samples["weight"][keep].float()
+    if ray.numel() == 0:
+        return target.new_zeros(())
+    prototypes = prototypes.to(t)
+    labels_per_ray = torch.cdist(t[chosen], prototypes).argmin(dim=1)
+    lookup = torch.full((ok.shape[0],), -1, dtype=torch.long, device=ok.device)
+    lookup[chosen] = labels_per_ray
+    labels = lookup[ray]
+    total = torch.zeros(ok.shape[0], device=weight.device).index_add_(0, ray, weight)
+    share = weight / total[ray].clamp_min(1e-6)  # each ray's samples weigh one ray in all
+    logits = -torch.cdist(decoded_features[row].float(), prototypes).square() / temperature
+    per_sample = F.cross_entropy(logits, labels, reduction="none") * share
+    c = prototypes.shape[0]
+    per_class = per_sample.new_zeros(c).index_add_(0, labels, per_sample)
+    counts = torch.zeros(c, device=weight.device).index_add_(0, labels_per_ray, torch.ones_like(labels_per_ray,
+                                                                                               dtype=torch.float))
+    present = counts > 0
+    return (per_class[present] / counts[present]).mean()
+
+
 def ray_entropy_loss(weights: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     """Entropy of the normalised ray weights ``[..., S]``: low entropy = one sharp surface per ray."""
     p = weights / weights.sum(-1, keepdim=True).clamp_min(eps)
@@ -253,7 +292,7 @@ class DistillNeRFLoss(torch.nn.Module):
         super().__init__()
         self.config = config
         self.perceptual = VGGPerceptualLoss(config.lpips_vgg_weights) if config.rgb_lpips > 0 else None
-        if config.feature_contrast > 0 and class_prototypes is None:
+        if (config.feature_contrast > 0 or config.voxel_contrast > 0) and class_prototypes is None:
             raise ValueError("losses.feature_contrast needs class prototypes: the features' reducer.pt must carry "
                              "'class_targets' (written by distillnerf features)")
         self.register_buffer("class_prototypes", None if class_prototypes is None else
@@ -301,6 +340,12 @@ class DistillNeRFLoss(torch.nn.Module):
             mask = _camera_mask(batch["features_valid"] & (valid if valid is not None else True), out["depth"])
             terms["feature_contrast"] = cfg.feature_contrast * feature_contrast_loss(
                 out["features"], batch["features"], mask, self.class_prototypes, cfg.feature_temperature)
+        if cfg.voxel_contrast > 0 and out.get("samples") is not None and "features" in batch and \
+                "features" in out["field"].decoded and bool(batch["features_valid"].any()):
+            mask = _camera_mask(batch["features_valid"] & (valid if valid is not None else True), out["depth"])
+            terms["voxel_contrast"] = cfg.voxel_contrast * voxel_contrast_loss(
+                out["samples"], out["field"].decoded["features"], batch["features"], mask, self.class_prototypes,
+                cfg.feature_temperature, cfg.voxel_contrast_rays)
         if cfg.entropy > 0 and "weights" in out:
             terms["entropy"] = cfg.entropy * ray_entropy_loss(out["weights"])
         if cfg.opacity > 0 and "opacity" in out:

@@ -225,7 +225,8 @@ class Trainer:
         self.model = DistillNeRF(self.model_config).to(self.device)
         if config.train.init_from:
             self.init_weights(Path(config.train.init_from))
-        prototypes = class_prototypes(features_dir(config)) if config.losses.feature_contrast > 0 else None
+        prototypes = class_prototypes(features_dir(config)) \
+            if config.losses.feature_contrast > 0 or config.losses.voxel_contrast > 0 else None
         self.step_module = TrainStep(self.model, DistillNeRFLoss(config.losses, prototypes),
                                      config.train.render_virtual_views).to(self.device)
         self.ddp = None
