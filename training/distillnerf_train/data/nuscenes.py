@@ -50,6 +50,9 @@ class DataConfig:
     teacher_dir: str | None = None  # default DIR/teacher
     features_dir: str | None = None  # default DIR/features
     gt_dir: str | None = None  # default DIR/gt
+    # Photometric augmentation of the images (exposure, contrast, colour, blur, noise; data/augment.py): the
+    # probability per camera image, 0 = off. Training only: evaluation never sets it.
+    photometric_augment: float = field(default=0.0, metadata={"range": (0.0, 1.0)})
 
     @classmethod
     def from_dict(cls, data: dict | None) -> "DataConfig":
@@ -298,6 +301,10 @@ class NuScenesKeyframes(Dataset):
             rescale_intrinsics(k.numpy(), self.config.input_size, self.config.render_size)
             for k in cams["intrinsics"]]))
         item = {k: cams[k] for k in ("images", "intrinsics", "cam_to_ego", "camera_valid")}
+        if self.config.photometric_augment > 0:
+            from .augment import PhotometricAugment
+
+            item["images"] = PhotometricAugment(probability=self.config.photometric_augment)(item["images"])
         item.update(render_intrinsics=render_intrinsics, sample_token=sample_token, scene_name=scene_name,
                     ego_to_global=torch.from_numpy(ego_to_global),
                     lidar_depth=self._lidar_depth(sample, ego_to_global, cams, render_intrinsics))
