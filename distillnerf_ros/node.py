@@ -172,6 +172,7 @@ class DistillNerfNode(Node):
         self._publish_rgb = p.publish_rgb
         self._threshold = p.occupancy_threshold
         self._voxel_cap = p.voxel_cloud_max_points
+        self._frame_id_noted: set[str] = set()
 
         self._create_publishers()
         self._decoders = ThreadPoolExecutor(max_workers=max(1, min(len(p.camera_names), os.cpu_count() or 1)),
@@ -294,6 +295,14 @@ class DistillNerfNode(Node):
             self._warn((camera, "stamp_backwards"), f"{camera}: stamp jumped backwards (looped bag?): "
                                                     "synchroniser reset")
         self.health.stamped(camera, stamp)
+        frame_id = msg.header.frame_id
+        if frame_id and frame_id != camera and not self._extrinsics.uses_tf and camera not in self._frame_id_noted:
+            # the rig entry is keyed by camera name: say which calibration this frame's pixels are taken to have
+            self._frame_id_noted.add(camera)
+            self.get_logger().warning(f"{camera}: image frame_id {frame_id!r} is not the rig's camera {camera!r}: "
+                                   f"its extrinsics come from the rig entry {camera!r}; its depth keeps frame_id "
+                                   f"{frame_id!r}")
+            self.health.model[f"frame_id_{camera}"] = f"{frame_id} (rig entry {camera})"
         try:
             size = cv.compressed_image_size(msg) if self.params.compressed else cv.raw_image_size(msg)
             frame = CameraFrame(camera, msg.header, msg, size, self._intrinsics(camera, size))

@@ -360,3 +360,13 @@ def test_raw_images_over_best_effort_are_warned_about(ros_context):
         assert "input_qos_warning" not in reliable.health.model
     finally:
         reliable.close()
+
+
+def test_a_frame_id_other_than_the_rig_camera_is_reported_once(node):
+    for camera in NUSCENES_CAMERAS:
+        node._on_camera_info(camera, info_msg(camera))
+    msg = jpeg_msg("CAM_FRONT", 10.0)
+    msg.header.frame_id = "cam_front_optical"
+    node._on_image("CAM_FRONT", msg)
+    assert node.health.model["frame_id_CAM_FRONT"] == "cam_front_optical (rig entry CAM_FRONT)"
+    assert "CAM_BACK" not in "".join(k for k in node.health.model if k.startswith("frame_id_"))
