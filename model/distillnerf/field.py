@@ -41,7 +41,7 @@ class SparseVoxelField:
         """The O(1) lookup over both levels, built on first use (the levels must not change afterwards)."""
         index = self._index
         if index is None or index.coarse.keys is not self.coarse.keys or index.fine.keys is not self.fine.keys:
-            self._index = TwoLevelIndex(self.coarse, self.fine, self.batch_size)
+            self._index = TwoLevelIndex(self.coarse, self.fine)
         return self._index
 
     @property

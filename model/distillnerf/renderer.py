@@ -86,6 +86,7 @@ def render_rays(heads: FieldHeads, field: SparseVoxelField, batch: Tensor, origi
                 break
     flat = torch.cat([p["flat"] for p in pieces])
     weights_packed = torch.cat([p["weights"] for p in pieces])
+    rows_packed = torch.cat([p["rows"] for p in pieces])
     ray_of = flat // s
     weights = weights_packed.new_zeros(r * s).index_put((flat,), weights_packed).reshape(r, s)
     opacity = weights_packed.new_zeros(r).index_add_(0, ray_of, weights_packed)
@@ -93,14 +94,14 @@ def render_rays(heads: FieldHeads, field: SparseVoxelField, batch: Tensor, origi
     out = {"weights": weights, "opacity": opacity,
            "distance": distance + (1.0 - opacity).clamp_min(0.0) * far,
            # the samples that contribute: ray of each, its row in the field's table, its weight
-           "samples": {"ray": ray_of, "row": torch.cat([p["rows"] for p in pieces]), "weight": weights_packed}}
+           "samples": {"ray": ray_of, "row": rows_packed, "weight": weights_packed}}
     if channels:
         # One bag per (chunk, marching ray): packed samples are sorted by ray within a chunk. embedding_bag forms
         # the weighted sums without materialising [samples, channels], in the weights' precision (fp32 under
         # autocast); the channels share one table so the gather runs once.
         table = torch.cat([field.decoded[name] for name in channels], dim=1).to(weights_packed.dtype)
         counts = torch.cat([p["counts"] for p in pieces])
-        bags = F.embedding_bag(torch.cat([p["rows"] for p in pieces]), table, torch.cumsum(counts, 0) - counts,
+        bags = F.embedding_bag(rows_packed, table, torch.cumsum(counts, 0) - counts,
                                mode="sum", per_sample_weights=weights_packed)
         if len(pieces) > 1:
             bags = bags.new_zeros(r, bags.shape[1]).index_add(0, torch.cat([p["rays"] for p in pieces]), bags)

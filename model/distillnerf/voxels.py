@@ -71,14 +71,18 @@ class VoxelLevel:
 
     def lookup(self, batch: Tensor, index: Tensor) -> Tensor:
         """Row of each (batch, voxel index) in this level, or -1 where the voxel is empty."""
-        keys = linear_key(batch, index, self.resolution)
+        return self.rows_of_keys(linear_key(batch, index, self.resolution)).long()
+
+    def rows_of_keys(self, keys: Tensor) -> Tensor:
+        """Row (int32) of each linear key (int64) in this level, or -1 where the voxel is empty: one gather in the
+        dense row table for small grids, a binary search over the sorted keys otherwise."""
         if self.keys.numel() == 0:
-            return torch.full_like(keys, -1)
+            return torch.full(keys.shape, -1, dtype=torch.int32, device=keys.device)
         table = self._dense_rows()
-        if table is not None:  # small grids: one gather instead of a binary search
-            return table[keys].long()
+        if table is not None:
+            return table[keys]
         position = torch.searchsorted(self.keys, keys).clamp_(max=self.keys.numel() - 1)
-        return torch.where(self.keys[position] == keys, position, torch.full_like(position, -1))
+        return torch.where(self.keys[position] == keys, position, -1).int()
 
     def _dense_rows(self) -> Tensor | None:
         """Row per linear key over the whole grid (-1 = empty), built once, for grids up to DENSE_LOOKUP_LIMIT
@@ -99,47 +103,29 @@ class VoxelLevel:
 class TwoLevelIndex:
     """O(1) nearest-voxel lookup into the stacked row table [coarse; fine; empty] of a two-level field.
 
-    ``coarse_table`` maps every coarse cell of the batch's grids to its coarse row (-1 = empty); when that volume
-    would exceed DENSE_LOOKUP_LIMIT cells the coarse level falls back to binary search over its sorted keys.
+    The coarse level answers from its own dense row table (:meth:`VoxelLevel.rows_of_keys`; binary search where
+    that volume would exceed DENSE_LOOKUP_LIMIT cells or the level's batch size is unknown).
     ``blocks`` holds, for each occupied coarse voxel, the stacked row of each of its ratio^3 fine children: the
     fine voxel's row where one exists, else the coarse voxel's own row (the density complement). A lookup is
     therefore one gather in each table, and a point in empty coarse space never touches the fine level.
     """
 
-    def __init__(self, coarse: VoxelLevel, fine: VoxelLevel, batch_size: int):
+    def __init__(self, coarse: VoxelLevel, fine: VoxelLevel):
         self.coarse, self.fine = coarse, fine
         self.ratio = fine.resolution // coarse.resolution
         vc, vf = coarse.keys.numel(), fine.keys.numel()
         self.empty = vc + vf
         device = coarse.keys.device
-        cells = batch_size * coarse.resolution ** 3
-        self.coarse_table = None
-        if 0 < cells <= DENSE_LOOKUP_LIMIT:
-            self.coarse_table = torch.full((cells,), -1, dtype=torch.int32, device=device)
-            self.coarse_table[coarse.keys] = torch.arange(vc, dtype=torch.int32, device=device)
         block = self.ratio ** 3
         blocks = torch.arange(vc, dtype=torch.int32, device=device)[:, None].repeat(1, block)
         if vf:
             index = fine.indices.long()
-            parent = self.coarse_rows(index[:, 0], index[:, 1:] // self.ratio)
-            blocks[parent, self.local_index(index[:, 1:])] = torch.arange(vc, vc + vf, dtype=torch.int32,
-                                                                           device=device)
+            parent = coarse.lookup(index[:, 0], index[:, 1:] // self.ratio)
+            local = index[:, 1:] % self.ratio
+            blocks[parent, (local[:, 0] * self.ratio + local[:, 1]) * self.ratio + local[:, 2]] = torch.arange(
+                vc, vc + vf, dtype=torch.int32, device=device)
         self.blocks = torch.cat([blocks.reshape(-1), torch.full((block,), self.empty, dtype=torch.int32,
                                                                  device=device)])
-
-    def local_index(self, fine_index: Tensor) -> Tensor:
-        r = self.ratio
-        local = fine_index % r
-        return (local[..., 0] * r + local[..., 1]) * r + local[..., 2]
-
-    def coarse_rows(self, batch: Tensor, coarse_index: Tensor) -> Tensor:
-        keys = linear_key(batch, coarse_index, self.coarse.resolution)
-        if self.coarse.keys.numel() == 0:
-            return torch.full_like(keys, -1)
-        if self.coarse_table is not None:
-            return self.coarse_table[keys].long()
-        position = torch.searchsorted(self.coarse.keys, keys).clamp_(max=self.coarse.keys.numel() - 1)
-        return torch.where(self.coarse.keys[position] == keys, position, torch.full_like(position, -1))
 
     def rows(self, batch: Tensor, coords: Tensor) -> Tensor:
         """Stacked row (int64) of each point (batch [P], contracted coords [P,3]); ``empty`` where nothing is."""
@@ -158,14 +144,7 @@ class TwoLevelIndex:
         key = (((fx >> ratio_bits) << coarse_bits) | (fy >> ratio_bits)) << coarse_bits | (fz >> ratio_bits)
         if batch is not None:
             key = key + (batch.to(torch.int32) << (3 * coarse_bits))
-        if self.coarse.keys.numel() == 0:
-            return torch.full(key.shape, self.empty, dtype=torch.long, device=key.device)
-        if self.coarse_table is not None:
-            coarse = self.coarse_table[key.long()]
-        else:
-            keys = key.long()
-            position = torch.searchsorted(self.coarse.keys, keys).clamp_(max=self.coarse.keys.numel() - 1)
-            coarse = torch.where(self.coarse.keys[position] == keys, position, -1).int()
+        coarse = self.coarse.rows_of_keys(key.long())
         # empty coarse space reads the all-empty block appended after the real ones
         block = torch.where(coarse >= 0, coarse, self.coarse.keys.numel())
         local = (((fx & mask) << ratio_bits | (fy & mask)) << ratio_bits) | (fz & mask)

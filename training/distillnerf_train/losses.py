@@ -150,8 +150,15 @@ def feature_contrast_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch
     labels = torch.cdist(t, prototypes).argmin(dim=1)
     logits = -torch.cdist(f, prototypes).square() / temperature
     per_pixel = F.cross_entropy(logits, labels, reduction="none")
-    counts = torch.bincount(labels, minlength=prototypes.shape[0]).to(per_pixel.dtype)
-    per_class = per_pixel.new_zeros(prototypes.shape[0]).index_add_(0, labels, per_pixel)
+    return class_balanced_mean(per_pixel, labels, labels, prototypes.shape[0])
+
+
+def class_balanced_mean(values: torch.Tensor, labels: torch.Tensor, item_labels: torch.Tensor,
+                        classes: int) -> torch.Tensor:
+    """Mean over the present classes of each class's sum of ``values`` (labelled ``labels``) divided by its
+    number of items (labelled ``item_labels``: pixels or rays), so frequent classes do not drown rare ones."""
+    per_class = values.new_zeros(classes).index_add_(0, labels, values)
+    counts = torch.bincount(item_labels, minlength=classes).to(values.dtype)
     present = counts > 0
     return (per_class[present] / counts[present]).mean()
 
@@ -182,12 +189,7 @@ def voxel_contrast_loss(samples: dict, decoded_features: torch.Tensor, target: t
     share = weight / total[ray].clamp_min(1e-6)  # each ray's samples weigh one ray in all
     logits = -torch.cdist(decoded_features[row].float(), prototypes).square() / temperature
     per_sample = F.cross_entropy(logits, labels, reduction="none") * share
-    c = prototypes.shape[0]
-    per_class = per_sample.new_zeros(c).index_add_(0, labels, per_sample)
-    counts = torch.zeros(c, device=weight.device).index_add_(0, labels_per_ray, torch.ones_like(labels_per_ray,
-                                                                                               dtype=torch.float))
-    present = counts > 0
-    return (per_class[present] / counts[present]).mean()
+    return class_balanced_mean(per_sample, labels, labels_per_ray, prototypes.shape[0])
 
 
 def ray_entropy_loss(weights: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:

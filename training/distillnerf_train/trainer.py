@@ -125,10 +125,10 @@ def features_dir(config: TrainConfig) -> Path:
     return Path(config.data.features_dir or Path(config.data.dataroot) / "features")
 
 
-def class_prototypes(features_dir: Path) -> torch.Tensor:
+def class_prototypes(folder: Path) -> torch.Tensor:
     """The class prototypes (reduced class-prompt text embeddings) that ``distillnerf features`` stores beside its
-    targets in ``reducer.pt``."""
-    path = Path(features_dir) / "reducer.pt"
+    targets in ``reducer.pt`` in ``folder``."""
+    path = Path(folder) / "reducer.pt"
     if not path.is_file():
         raise FileNotFoundError(f"losses.feature_contrast needs {path} (run distillnerf features)")
     meta = torch.load(path, map_location="cpu", weights_only=True)
