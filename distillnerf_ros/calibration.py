@@ -25,6 +25,16 @@ def transform_to_matrix(transform) -> np.ndarray:
     return matrix
 
 
+def tf_lookup_errors() -> tuple[type[Exception], ...]:
+    """What a TF lookup raises for "not (yet) available": tf2's TransformException family (lookup, connectivity,
+    extrapolation, timeout) when tf2_ros is installed; LookupError for stand-in buffers."""
+    try:
+        import tf2_ros
+    except ImportError:
+        return (LookupError,)
+    return (tf2_ros.TransformException, LookupError)
+
+
 def tf2_available() -> bool:
     try:
         import tf2_ros  # noqa: F401
@@ -36,8 +46,12 @@ def tf2_available() -> bool:
 class Extrinsics:
     """camera -> base frame transforms: TF first (when a listener is given), the rig file otherwise."""
 
-    def __init__(self, rig: Rig, base_frame: str, tf_buffer=None, warn: Callable[[str], None] = print):
+    def __init__(self, rig: Rig, base_frame: str, tf_buffer=None, warn: Callable[[str], None] = print,
+                 report: Callable[[str, str | None], None] = lambda camera, problem: None):
+        """``report(camera, problem)`` hears when a camera has no extrinsics (``problem``) and when it has them
+        again (None): the node shows it in /diagnostics."""
         self.rig = rig
+        self._report = report
         self.base_frame = base_frame
         self._tf_buffer = tf_buffer
         self._warn = warn
@@ -46,7 +60,7 @@ class Extrinsics:
         self.sources: dict[str, str] = {}  # camera -> "tf" or "rig", for diagnostics
 
     @classmethod
-    def create(cls, node, rig: Rig, base_frame: str, use_tf: bool) -> "Extrinsics":
+    def create(cls, node, rig: Rig, base_frame: str, use_tf: bool, report=None) -> "Extrinsics":
         buffer = listener = None
         if use_tf and tf2_available():
             import tf2_ros
@@ -59,7 +73,8 @@ class Extrinsics:
         if rig.frame_id != base_frame:
             node.get_logger().warning(f"rig {rig.name!r} is relative to {rig.frame_id!r}, not base_frame "
                                    f"{base_frame!r}: its extrinsics are used as given")
-        extrinsics = cls(rig, base_frame, buffer, node.get_logger().warning)
+        extrinsics = cls(rig, base_frame, buffer, node.get_logger().warning,
+                         **({"report": report} if report is not None else {}))
         extrinsics._listener = listener  # keeps the subscription alive
         return extrinsics
 
@@ -76,13 +91,20 @@ class Extrinsics:
             matrix = self._lookup(camera, frame_id)
             if matrix is not None:
                 self._cache[camera] = matrix
+                if self.sources.get(camera) == "missing":
+                    self._report(camera, None)
                 self.sources[camera] = "tf"
                 return matrix
         try:
             matrix = self.rig.camera(camera).cam_to_ego
         except KeyError as error:
-            raise InputError("extrinsics", f"no transform {self.base_frame} <- {frame_id} and no camera "
-                                           f"{camera} in the rig file: {error}") from error
+            problem = f"no transform {self.base_frame} <- {frame_id} and no camera {camera} in the rig file"
+            if self.sources.get(camera) != "missing":
+                self.sources[camera] = "missing"
+                self._report(camera, problem)
+            raise InputError("extrinsics", f"{problem}: {error}") from error
+        if self.sources.get(camera) == "missing":
+            self._report(camera, None)
         self.sources[camera] = "rig"
         if self._tf_buffer is None:
             self._cache[camera] = matrix  # TF may still arrive otherwise: look again next time
@@ -93,7 +115,7 @@ class Extrinsics:
 
         try:
             stamped = self._tf_buffer.lookup_transform(self.base_frame, frame_id or camera, Time())
-        except Exception as error:  # tf2 raises several exception types, all meaning "not (yet) available"
+        except tf_lookup_errors() as error:
             if camera not in self._warned:
                 self._warned.add(camera)
                 self._warn(f"no TF {self.base_frame} <- {frame_id or camera} yet ({type(error).__name__}); "

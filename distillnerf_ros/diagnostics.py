@@ -2,10 +2,13 @@
 
 Plain Python (no ROS) so the rules are unit-tested; ``to_diagnostic_array`` builds the message. Times are
 steady-clock seconds (``time.monotonic``): a replayed bag's 2018 stamps must not make fresh data look stale.
+The executor thread and the worker thread both write to ``Health``: every method holds its lock.
 """
 
 from __future__ import annotations
 
+import functools
+import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -43,6 +46,7 @@ class CameraHealth:
     missing: bool = False
     newest_stamp: int | None = None  # header stamp (ns) of its newest image
     stamps: deque = field(default_factory=lambda: deque(maxlen=2))  # its two newest distinct stamps
+    others_received: dict = field(default_factory=dict)  # the other cameras' received counts at its last arrival
     dropouts: int = 0  # times it was declared missing
     recoveries: int = 0  # times it delivered again after that
 
@@ -55,10 +59,19 @@ class Status:
     values: dict
 
 
+def _locked(method):
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return wrapper
+
+
 class Health:
     """Counters and recent events of the node; ``statuses()`` turns them into diagnostics entries."""
 
     def __init__(self, node_name: str, cameras, recent: float = 5.0, clock=time.monotonic):
+        self._lock = threading.RLock()
         self.node_name = node_name
         self.cameras = {camera: CameraHealth() for camera in cameras}
         self.recent = recent  # a problem this recent makes its entry WARN
@@ -77,14 +90,54 @@ class Health:
         self.query_state = "no query"
         self.errors: Counter = Counter()
         self.last_error = ""
+        self.uncalibrated: dict = {}  # camera -> why it has no extrinsics yet (an ERROR until it has)
 
+    @_locked
+    def count(self, name: str, amount: int = 1) -> None:
+        """Add to one of the plain counters (``inferences``, ``skipped_no_subscribers``, ``resets`` ...)."""
+        setattr(self, name, getattr(self, name) + amount)
+
+    @_locked
+    def inference(self, processing_ms: float, latency_ms: float) -> None:
+        self.inferences += 1
+        self.processing_ms.append(processing_ms)
+        self.latency_ms.append(latency_ms)
+
+    @_locked
+    def rejected_set(self, camera, kind: str, message: str) -> None:
+        self.sets_rejected += 1
+        self.problem(camera, kind, message)
+
+    @_locked
+    def error(self, kind: str, message: str) -> None:
+        self.errors[kind] += 1
+        self.last_error = message
+
+    @_locked
+    def calibration(self, camera, problem: str | None) -> None:
+        """``problem``: why the camera has no extrinsics (None: it has them now)."""
+        if problem is None:
+            self.uncalibrated.pop(camera, None)
+        else:
+            self.uncalibrated[camera] = problem
+
+    @_locked
+    def stream_reset(self, camera, reason: str) -> None:
+        self.reset_stamps()
+        self.resets += 1
+        self.last_reset_reason = reason
+        self.problem(camera, "stamp_backwards", reason)
+
+    @_locked
     def received(self, camera) -> None:
         """An image arrived (counted whatever its fate)."""
         health = self.cameras[camera]
         health.received += 1
         health.last_arrival = self._clock()
         health.arrivals.append(health.last_arrival)
+        health.others_received = {name: other.received for name, other in self.cameras.items() if name != camera}
 
+    @_locked
     def stamped(self, camera, stamp_ns: int) -> None:
         """An image with a new stamp arrived: the evidence the dropout rule reads."""
         health = self.cameras[camera]
@@ -97,6 +150,7 @@ class Health:
             health.recoveries += 1
         health.missing = False
 
+    @_locked
     def reset_stamps(self) -> None:
         """Forget the stamps seen (the stream jumped back in time: a looped bag), keeping the counters."""
         self.first_stamp = None
@@ -104,6 +158,7 @@ class Health:
             health.newest_stamp = None
             health.stamps.clear()
 
+    @_locked
     def problem(self, camera, kind: str, message: str) -> None:
         health = self.cameras.get(camera)
         if health is None:
@@ -114,15 +169,20 @@ class Health:
         health.last_problem = f"{kind}: {message}"
         health.last_problem_time = self._clock()
 
+    @_locked
     def silent_cameras(self, timeout: float, slop: float = 0.0) -> list:
         """Cameras the data shows missing: the other cameras' images have moved on by more than ``timeout``
         seconds of *stamp* time past this camera's newest image (a camera never heard counts from the first stamp
         seen), with at least two newer images of another camera (newer by more than the synchroniser's ``slop``:
-        an image of the same set does not count), i.e. sets keep completing without it.
+        an image of the same set does not count), and with at least two images of another camera delivered to the
+        node since this camera's last one: sets keep completing without it.
 
         Stamps, not arrival times: an image that arrives late because the node (or the network) was busy still
         carries its own time, so a healthy camera is never declared missing for the node's own delays; and when
-        every camera is silent the stream is idle (a paused bag), not a dropout: none is listed."""
+        every camera is silent the stream is idle (a paused bag), not a dropout: none is listed. Deliveries, not
+        stamps alone: a node that falls behind takes one queued image per camera in turn, so a camera whose queue
+        is a few images behind the others' keeps delivering between theirs and is not missing, while a camera that
+        stopped delivers nothing while the others go on."""
         if self.first_stamp is None:
             return []
         limit, same_set = int(round(timeout * 1e9)), int(round(slop * 1e9))
@@ -132,7 +192,9 @@ class Health:
             own = health.newest_stamp if health.newest_stamp is not None else self.first_stamp
             sets_went_on = any(len(other.stamps) == 2 and other.stamps[0] > own + same_set
                                for name, other in self.cameras.items() if name != camera)
-            missing = newest - own > limit and sets_went_on
+            delivered_without_it = max((other.received - health.others_received.get(name, 0)
+                                        for name, other in self.cameras.items() if name != camera), default=0)
+            missing = newest - own > limit and sets_went_on and delivered_without_it >= 2
             if missing and not health.missing:
                 health.dropouts += 1
             health.missing = missing
@@ -140,13 +202,23 @@ class Health:
                 silent.append(camera)
         return silent
 
+    @_locked
+    def stamp_lags(self, cameras) -> dict:
+        """Seconds of stamp time each camera's newest image is behind the newest image of any camera."""
+        stamps = [h.newest_stamp for h in self.cameras.values() if h.newest_stamp is not None]
+        if not stamps:
+            return {}
+        newest = max(stamps)
+        return {c: (newest - (self.cameras[c].newest_stamp if self.cameras[c].newest_stamp is not None
+                              else self.first_stamp)) * 1e-9 for c in cameras}
+
+    @_locked
     def statuses(self) -> list[Status]:
-        """Runs on the executor thread while the worker updates counters: containers are copied first (a C-level
-        copy is atomic under the GIL; iterating a live dict in Python is not)."""
+        """The diagnostics entries (under the lock: the worker's updates wait until they are built)."""
         now = self._clock()
         prefix = f"{self.node_name}: "
         out = []
-        processing_ms, latency_ms, errors = tuple(self.processing_ms), tuple(self.latency_ms), dict(self.errors)
+        processing_ms, latency_ms, errors = self.processing_ms, self.latency_ms, self.errors
         processing = sum(processing_ms) / len(processing_ms) if processing_ms else float("nan")
         latency = sum(latency_ms) / len(latency_ms) if latency_ms else float("nan")
         model_level = OK if self.model.get("ready") else WARN
@@ -173,7 +245,9 @@ class Health:
             "last_reset": self.last_reset_reason}))
         for camera, health in self.cameras.items():
             recent = health.last_problem_time is not None and now - health.last_problem_time < self.recent
-            if health.missing:
+            if camera in self.uncalibrated:
+                level, message = ERROR, f"no extrinsics: {self.uncalibrated[camera]}"
+            elif health.missing:
                 level, message = WARN, ("missing (the other cameras' images are more than camera_timeout ahead of "
                                         "its newest): left out of the set")
             elif recent:

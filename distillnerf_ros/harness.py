@@ -1,20 +1,17 @@
-"""Drive a running node from outside: start it as a process and wait for its ready line, feed it real camera
-frames over DDS, and read its memory. Used by the end-to-end tests and ``distillnerf bench-node``.
+"""Drive a running node from outside: feed it real camera frames over DDS, as a camera driver would. Used by the
+end-to-end tests and ``distillnerf bench-node`` (the node process itself: ``node_process``).
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from distillnerf_ros.node import READY_PREFIX
+from distillnerf_ros.conversions import set_stamp
 
 
 @dataclass
@@ -63,90 +60,6 @@ def resized_frame(frame: CameraFrame, width: int, height: int, quality: int = 90
                        width, height, frame.offset_ns)
 
 
-@dataclass
-class NodeProcess:
-    """The node in its own process; stdout and stderr are collected line by line (the ready line included)."""
-
-    args: list[str]
-    env: dict | None = None
-    lines: list[str] = field(default_factory=list)
-
-    def start(self, timeout: float = 180.0) -> "NodeProcess":
-        env = dict(os.environ if self.env is None else self.env)
-        env.update(RCUTILS_LOGGING_USE_STDOUT="1", RCUTILS_LOGGING_BUFFERED_STREAM="0", PYTHONUNBUFFERED="1")
-        env.setdefault("OMP_NUM_THREADS", "1")
-        self.process = subprocess.Popen([sys.executable, "-m", "distillnerf_ros.node", *self.args], env=env,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-        self._ready = threading.Event()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        deadline = time.monotonic() + timeout
-        while not self._ready.is_set():
-            if self.process.poll() is not None:
-                self._reader.join(5.0)
-                raise RuntimeError(f"node exited with {self.process.returncode} before ready:\n{self.log()}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise TimeoutError(f"node not ready within {timeout} s:\n{self.log()}")
-            self._ready.wait(0.1)
-        return self
-
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip("\n"))
-            if READY_PREFIX in line:
-                self._ready.set()
-
-    def log(self) -> str:
-        return "\n".join(self.lines)
-
-    def wait_for_log(self, text: str, timeout: float = 20.0, start: int = 0) -> str | None:
-        """The first log line from index ``start`` containing ``text`` (None after ``timeout``)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in self.lines[start:]:
-                if text in line:
-                    return line
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.05)
-        return None
-
-    def rss_mib(self) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-        raise RuntimeError("no VmRSS")
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def stop(self, timeout: float = 20.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(2)  # SIGINT, as ros2 launch does
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5.0)
-        self._reader.join(5.0)
-        return self.process.returncode
-
-
-def node_args(**parameters) -> list[str]:
-    """``--ros-args -p name:=value ...`` for the given parameters (lists as YAML flow sequences)."""
-    args = ["--ros-args"]
-    for name, value in parameters.items():
-        if isinstance(value, bool):
-            text = "true" if value else "false"
-        elif isinstance(value, (list, tuple)):
-            text = "[" + ",".join(str(v) for v in value) + "]"
-        else:
-            text = str(value)
-        args += ["-p", f"{name}:={text}"]
-    return args
-
-
 class FramePlayer:
     """Publishes camera sets (CameraInfo + image per camera) to a node's ``~/input`` topics, like a driver."""
 
@@ -171,7 +84,7 @@ class FramePlayer:
 
         msg = CameraInfo(width=int(width), height=int(height), distortion_model="plumb_bob")
         msg.header.frame_id = camera
-        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(int(stamp_ns), 1_000_000_000)
+        set_stamp(msg.header.stamp, stamp_ns)
         msg.k = [float(v) for v in np.asarray(intrinsics, dtype=np.float64).reshape(-1)]
         msg.d = [0.0] * 5
         self.infos[camera].publish(msg)
@@ -195,7 +108,7 @@ class FramePlayer:
             msg = Image(width=size[0], height=size[1], encoding=encoding, step=size[0] * channels)
             msg.data = data
         msg.header.frame_id = camera
-        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(int(stamp_ns), 1_000_000_000)
+        set_stamp(msg.header.stamp, stamp_ns)
         return msg
 
     def publish_set(self, frames: dict, base_ns: int, skip=(), encoding: str = "rgb8", pace: float = 0.02) -> int:

@@ -12,12 +12,13 @@ import threading
 from collections import deque
 from typing import Callable, Hashable, Protocol, Sequence
 
+from distillnerf_ros.conversions import stamp_to_nanoseconds
+
 Callback = Callable[[dict], None]
 
 
 def header_stamp_ns(msg) -> int:
-    stamp = msg.header.stamp
-    return stamp.sec * 1_000_000_000 + stamp.nanosec
+    return stamp_to_nanoseconds(msg.header.stamp)
 
 
 class Synchronizer(Protocol):

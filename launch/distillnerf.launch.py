@@ -39,7 +39,8 @@ def generate_launch_description():
                                                                                "distillnerf.param.yaml"]),
                               description="Node parameter file (/**: ros__parameters:)"),
         DeclareLaunchArgument("calibration_file", default_value="nuscenes",
-                              description="Rig file or name in config/rigs/ (extrinsics where TF has none)"),
+                              description="Rig file or name in distillnerf/configs/rigs/ "
+                                          "(extrinsics where TF has none)"),
         DeclareLaunchArgument("use_sim_time", default_value="false",
                               description="Use /clock (true when replaying a bag with --clock)"),
         DeclareLaunchArgument("rviz", default_value="true", description="Open RViz with config/distillnerf.rviz"),

@@ -10,7 +10,9 @@ pytest.importorskip("sensor_msgs.msg", reason="ROS message packages are not inst
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
+from distillnerf.occ3d import OccGridSpec  # noqa: E402
 from distillnerf_ros import conversions as cv  # noqa: E402
+from distillnerf_ros import output_messages as out  # noqa: E402
 
 RNG = np.random.default_rng(0)
 
@@ -138,7 +140,7 @@ def test_scaled_intrinsics_project_a_point_to_the_resized_pixel():
 
 def test_depth_image_is_32fc1_metres_with_nan_as_zero():
     depth = np.array([[1.5, np.nan], [np.inf, 80.0]], np.float32)
-    msg = cv.depth_image(Header(frame_id="CAM_FRONT"), depth)
+    msg = out.depth_image(Header(frame_id="CAM_FRONT"), depth)
     assert msg.encoding == "32FC1" and msg.step == 8 and (msg.width, msg.height) == (2, 2)
     back = np.frombuffer(bytes(msg.data), np.float32).reshape(2, 2)
     assert back[0, 0] == 1.5 and back[0, 1] == 0.0 and back[1, 0] == 0.0 and back[1, 1] == 80.0
@@ -146,7 +148,7 @@ def test_depth_image_is_32fc1_metres_with_nan_as_zero():
 
 def test_camera_info_output_carries_k_and_p():
     k = np.array([[100.0, 0, 50], [0, 90.0, 20], [0, 0, 1]])
-    msg = cv.camera_info(Header(frame_id="CAM_BACK"), k, 100, 40)
+    msg = out.camera_info(Header(frame_id="CAM_BACK"), k, 100, 40)
     assert (msg.width, msg.height) == (100, 40) and np.allclose(np.reshape(msg.k, (3, 3)), k)
     assert np.allclose(np.reshape(msg.p, (3, 4))[:, :3], k)
 
@@ -157,10 +159,10 @@ def test_voxel_cloud_layout_positions_colours_and_labels():
     labels = np.zeros((200, 200, 16), np.uint8)
     labels[100, 150, 5] = 4  # car
     probability = np.full((200, 200, 16), 0.75, np.float32)
-    msg = cv.voxel_cloud(Header(frame_id="base_link"), occupied, probability, labels)
+    msg = out.voxel_cloud(Header(frame_id="base_link"), occupied, probability, labels)
     assert [f.name for f in msg.fields] == ["x", "y", "z", "rgb", "probability", "label"]
     assert msg.point_step == 24 and msg.width == 2 and len(msg.data) == 48
-    points = cv.point_cloud_to_array(msg)
+    points = out.point_cloud_to_array(msg)
     assert np.allclose([points["x"][0], points["y"][0], points["z"][0]], [-39.8, -39.8, -0.8])
     assert np.allclose([points["x"][1], points["y"][1], points["z"][1]], [0.2, 20.2, 1.2], atol=1e-5)
     assert list(points["label"]) == [0, 4] and np.allclose(points["probability"], 0.75)
@@ -169,7 +171,7 @@ def test_voxel_cloud_layout_positions_colours_and_labels():
 
 
 def test_empty_cloud_is_valid():
-    msg = cv.query_cloud(Header(), np.zeros((0, 3)), np.zeros(0))
+    msg = out.query_cloud(Header(), np.zeros((0, 3)), np.zeros(0))
     assert msg.width == 0 and len(msg.data) == 0 and [f.name for f in msg.fields] == ["x", "y", "z", "intensity"]
 
 
@@ -181,9 +183,9 @@ def test_bird_eye_view_grid_values_and_row_major_layout():
     occupied[10, 20, 3], labels[10, 20, 3] = True, 4  # a car: occupied
     occupied[30, 40, 0], labels[30, 40, 0] = True, 11  # road: free
     occupied[150, 5, 2], labels[150, 5, 2] = True, 15  # a building nobody sees: still occupied
-    bev = cv.bird_eye_view(occupied, labels, visible, (11, 12, 13, 14))
+    bev = out.bird_eye_view(occupied, labels, visible, (11, 12, 13, 14))
     assert bev[10, 20] == 100 and bev[30, 40] == 0 and bev[150, 5] == 100 and bev[150, 6] == -1 and bev[50, 50] == 0
-    msg = cv.occupancy_grid(Header(frame_id="base_link"), bev)
+    msg = out.occupancy_grid(Header(frame_id="base_link"), bev)
     assert (msg.info.width, msg.info.height) == (200, 200) and msg.info.resolution == pytest.approx(0.4)
     assert (msg.info.origin.position.x, msg.info.origin.position.y) == (-40.0, -40.0)
     data = np.asarray(msg.data, np.int8)
@@ -194,8 +196,8 @@ def test_semantic_occupancy_layout_matches_the_message_definition():
     pytest.importorskip("distillnerf_msgs.msg", reason="distillnerf_msgs is not built")
     labels = RNG.integers(0, 18, (4, 3, 2), dtype=np.uint8)
     visible = (labels % 2).astype(np.uint8)
-    msg = cv.semantic_occupancy(Header(frame_id="base_link"), labels, visible, ["a"] * 17 + ["free"],
-                                cv.VoxelGrid((-1.0, -2.0, -3.0), (0.4, 0.4, 0.4), (4, 3, 2)))
+    msg = out.semantic_occupancy(Header(frame_id="base_link"), labels, visible, ["a"] * 17 + ["free"],
+                                OccGridSpec.from_corner((-1.0, -2.0, -3.0), (0.4, 0.4, 0.4), (4, 3, 2)))
     assert list(msg.size) == [4, 3, 2] and msg.origin.z == -3.0
     flat = np.frombuffer(bytes(msg.labels), np.uint8)
     ix, iy, iz = 3, 1, 1
@@ -207,14 +209,68 @@ def test_voxel_cloud_cap_keeps_the_most_probable_voxels():
     import numpy as np
     from std_msgs.msg import Header
 
-    from distillnerf_ros import conversions as cv
-
     rng = np.random.default_rng(0)
     probability = rng.random((200, 200, 16)).astype(np.float32)
     occupied = probability > 0.5
     labels = np.full((200, 200, 16), 4, np.uint8)
-    full = cv.point_cloud_to_array(cv.voxel_cloud(Header(frame_id="base_link"), occupied, probability, labels))
-    capped = cv.point_cloud_to_array(cv.voxel_cloud(Header(frame_id="base_link"), occupied, probability, labels,
+    full = out.point_cloud_to_array(out.voxel_cloud(Header(frame_id="base_link"), occupied, probability, labels))
+    capped = out.point_cloud_to_array(out.voxel_cloud(Header(frame_id="base_link"), occupied, probability, labels,
                                                     max_points=1000))
     assert len(full) == int(occupied.sum()) and len(capped) == 1000
     assert capped["probability"].min() >= np.sort(full["probability"])[-1000]
+
+
+def test_decode_resizes_when_opencv_ignores_the_reduce_flag(monkeypatch):
+    """Some OpenCV builds decode at full size whatever the IMREAD_REDUCED_* flag: the image must still come out
+    at the reduced size (the intrinsics are scaled for it), not at a wrong size."""
+    image = np.zeros((90, 160, 3), np.uint8)
+    image[:, :80] = (255, 0, 0)
+    image[60:, 120:] = (0, 0, 255)
+    msg = jpeg(image)
+    honest = cv.decode_compressed(msg, target_size=(40, 20))
+    real_imdecode = cv2.imdecode
+    flags = []
+
+    def ignoring_reduction(buffer, flag):
+        flags.append(flag)
+        return real_imdecode(buffer, cv2.IMREAD_COLOR | (flag & cv2.IMREAD_IGNORE_ORIENTATION))
+
+    monkeypatch.setattr(cv2, "imdecode", ignoring_reduction)
+    resized = cv.decode_compressed(msg, target_size=(40, 20))
+    assert flags and flags[-1] & ~cv2.IMREAD_IGNORE_ORIENTATION == cv2.IMREAD_REDUCED_COLOR_4
+    assert resized.shape == honest.shape == (23, 40, 3)
+    assert np.abs(resized.astype(int) - honest.astype(int)).mean() < 12  # the same picture, RGB order kept
+    assert resized[5, 5, 0] > 200 and resized[20, 35, 2] > 200
+
+
+def test_decoded_size_is_the_header_size_whatever_the_exif_orientation():
+    """A JPEG whose EXIF says 'rotate 90' keeps the sensor's pixel grid, which its intrinsics describe."""
+    import struct
+
+    image = np.zeros((90, 160, 3), np.uint8)
+    image[:, :80] = (255, 0, 0)
+    msg = jpeg(image)
+    tiff = b"II*\x00" + struct.pack("<IHHHIHHI", 8, 1, 0x0112, 3, 1, 6, 0, 0)  # IFD0: Orientation = 6
+    app1 = b"\xff\xe1" + struct.pack(">H", 8 + len(tiff)) + b"Exif\x00\x00" + tiff
+    data = bytes(msg.data)
+    msg.data = data[:2] + app1 + data[2:]
+    assert cv2.imdecode(np.frombuffer(bytes(msg.data), np.uint8), cv2.IMREAD_COLOR).shape == (160, 90, 3)
+    assert cv.compressed_image_size(msg) == (160, 90)
+    assert cv.decode_compressed(msg).shape == (90, 160, 3)
+    assert cv.decode_compressed(msg, target_size=(40, 20)).shape == (23, 40, 3)
+
+
+def test_png_reduced_decode_keeps_opencvs_rounded_down_size():
+    ok, data = cv2.imencode(".png", RNG.integers(0, 255, (90, 160, 3), dtype=np.uint8))
+    msg = CompressedImage(format="png")
+    msg.data = data.tobytes()
+    decoded = cv.decode_compressed(msg, target_size=(40, 20))
+    assert decoded.shape[:2] in {(22, 40), (23, 40)} and decoded.shape[0] >= 20
+
+
+def test_reduction_factor_and_reduced_size():
+    assert cv.reduction_factor((1600, 900), (228, 128)) == 4
+    assert cv.reduction_factor((1600, 900), (200, 112)) == 8
+    assert cv.reduction_factor((1600, 900), (801, 100)) == 1
+    assert cv.reduction_factor((1600, 900), None) == 1
+    assert cv.reduced_size((1600, 900), 8) == (200, 113) and cv.reduced_size((1600, 900), 1) == (1600, 900)

@@ -12,10 +12,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from distillnerf_ros import conversions as cv
+from distillnerf.occ3d import OccGridSpec
+from distillnerf_ros import output_messages as out
 
 #: A small grid with uneven voxel sizes, so a swapped axis or offset shows.
-GRID = cv.VoxelGrid(origin=(-1.0, -2.0, 0.5), voxel_size=(0.4, 0.5, 0.25), shape=(4, 3, 2))
+GRID = OccGridSpec.from_corner((-1.0, -2.0, 0.5), (0.4, 0.5, 0.25), (4, 3, 2))
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,7 @@ def voxel_inputs():
 
 def test_voxel_cloud_reads_back_with_sensor_msgs_py(point_cloud2):
     occupied, probability, labels = voxel_inputs()
-    msg = over_the_wire(cv.voxel_cloud(header("base_link"), occupied, probability, labels, GRID))
+    msg = over_the_wire(out.voxel_cloud(header("base_link"), occupied, probability, labels, GRID))
     points = point_cloud2.read_points(msg, skip_nans=True)
     assert points.dtype.names == ("x", "y", "z", "rgb", "probability", "label")
     assert len(points) == 3
@@ -62,7 +63,7 @@ def test_voxel_cloud_reads_back_with_sensor_msgs_py(point_cloud2):
     # rgb is 0x00RRGGBB in the bits of a float32 (RViz's RGB8): compare bits, not float values
     packed = np.asarray(points["rgb"]).view(np.uint32)
     colours = np.stack([(packed >> 16) & 255, (packed >> 8) & 255, packed & 255], axis=1)
-    np.testing.assert_array_equal(colours, cv.OCC3D_PALETTE[labels[tuple(index.T)]])
+    np.testing.assert_array_equal(colours, out.OCC3D_PALETTE[labels[tuple(index.T)]])
     # the per-point tuples that scripts iterate over carry the same values
     second = point_cloud2.read_points_list(msg)[1]
     assert second.label == labels[tuple(index[1])] and second.x == pytest.approx(centres[1, 0], abs=1e-6)
@@ -71,7 +72,7 @@ def test_voxel_cloud_reads_back_with_sensor_msgs_py(point_cloud2):
 def test_query_cloud_reads_back_with_sensor_msgs_py(point_cloud2):
     xyz = np.array([[1.5, -2.25, 0.5], [10.0, 3.0, -1.0]], np.float32)
     similarity = np.array([0.25, -0.5], np.float32)
-    msg = over_the_wire(cv.query_cloud(header("base_link"), xyz, similarity))
+    msg = over_the_wire(out.query_cloud(header("base_link"), xyz, similarity))
     points = point_cloud2.read_points(msg)
     assert points.dtype.names == ("x", "y", "z", "intensity")
     np.testing.assert_array_equal(point_cloud2.read_points_numpy(msg, field_names=["x", "y", "z"]), xyz)
@@ -79,7 +80,7 @@ def test_query_cloud_reads_back_with_sensor_msgs_py(point_cloud2):
 
 
 def test_empty_cloud_reads_back_as_no_points(point_cloud2):
-    msg = over_the_wire(cv.query_cloud(header(), np.zeros((0, 3)), np.zeros(0)))
+    msg = over_the_wire(out.query_cloud(header(), np.zeros((0, 3)), np.zeros(0)))
     assert len(point_cloud2.read_points(msg)) == 0 and point_cloud2.read_points_list(msg) == []
 
 
@@ -90,6 +91,6 @@ def test_a_cloud_written_by_sensor_msgs_py_reads_with_the_project_reader(point_c
               for i, name in enumerate(("x", "y", "z", "intensity"))]
     values = [(1.0, 2.0, 3.0, 0.5), (-4.0, 5.5, 0.25, -1.0)]
     msg = over_the_wire(point_cloud2.create_cloud(header(), fields, values))
-    points = cv.point_cloud_to_array(msg)
+    points = out.point_cloud_to_array(msg)
     assert points.dtype.names == ("x", "y", "z", "intensity")
     np.testing.assert_array_equal(np.array(points.tolist()), np.array(values))

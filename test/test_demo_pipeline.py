@@ -12,8 +12,10 @@ import pytest
 
 from distillnerf.cli import main
 from distillnerf_ros.bag.replay import BagMessage
-from distillnerf_ros.demo.pipeline import (DemoError, DemoOptions, decode_depth,
-                                           keyframe_groups, node_command, node_model_parameters)
+from distillnerf_ros.demo.frames import decode_depth
+from distillnerf_ros.demo.lockstep import keyframe_groups
+from distillnerf_ros.demo.options import DemoError, DemoOptions, node_model_parameters
+from distillnerf_ros.node_process import bag_input_remaps, ros_arguments
 
 
 def test_keyframe_groups_cut_at_a_full_camera_set():
@@ -25,8 +27,8 @@ def test_keyframe_groups_cut_at_a_full_camera_set():
 
 
 def test_node_command_sets_parameters_and_remaps_inputs():
-    command = node_command(["CAM_FRONT", "CAM_BACK"], {"camera_names": ["CAM_FRONT", "CAM_BACK"],
-                                                      "random_weights": True, "camera_timeout": 3600.0})
+    command = ros_arguments({"camera_names": ["CAM_FRONT", "CAM_BACK"], "random_weights": True,
+                             "camera_timeout": 3600.0}, bag_input_remaps(["CAM_FRONT", "CAM_BACK"]))
     args = command[command.index("--ros-args") + 1:]
     assert "camera_names:=[CAM_FRONT,CAM_BACK]" in args and "random_weights:=true" in args
     assert "camera_timeout:=3600.0" in args
@@ -97,3 +99,54 @@ def test_demo_end_to_end_on_the_synthetic_world_with_random_weights(tmp_path, ro
         assert (out / name).read_bytes()[:4] == b"\x89PNG", name
     assert "RANDOM WEIGHTS" in (out / "index.html").read_text()
     assert (out / "work" / "bag" / "calibration.yaml").is_file()
+
+
+def _children(pid: int) -> list[int]:
+    from pathlib import Path as _Path
+
+    found = []
+    for task in _Path(f"/proc/{pid}/task").glob("*/children"):
+        found += [int(p) for p in task.read_text().split()]
+    return found
+
+
+def _running(pid: int) -> bool:
+    from pathlib import Path as _Path
+
+    status = _Path(f"/proc/{pid}/status")
+    try:
+        state = next(line for line in status.read_text().splitlines() if line.startswith("State:"))
+    except (FileNotFoundError, ProcessLookupError, StopIteration):
+        return False
+    return "Z" not in state.split()[1]
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_demo_and_its_node_with_one_line(tmp_path, ros_domain_id):
+    """SIGTERM mid-replay: one line, exit 143, and the node process it started is stopped, not left behind."""
+    import signal
+    import time
+
+    if not synth_available():
+        pytest.skip("the `distillnerf synth` command is not installed")
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "distillnerf.cli", "demo", "--random-weights", "--frames", "3", "--size", "228x128",
+         "--out", str(tmp_path / "report")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        node_pids = []
+        for line in demo.stdout:
+            if "keyframe 1" in line:
+                node_pids = [p for p in _children(demo.pid) if _running(p)]
+                break
+        assert node_pids, "the demo never reached its first keyframe"
+        demo.send_signal(signal.SIGTERM)
+        _, stderr = demo.communicate(timeout=60)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    assert demo.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    assert "stopped by SIGTERM" in stderr and "Traceback" not in stderr
+    deadline = time.monotonic() + 10
+    while any(_running(p) for p in node_pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_running(p) for p in node_pids), "the node process outlived the demo"

@@ -103,7 +103,7 @@ def test_report_without_ground_truth_or_query(tmp_path):
 
 
 def test_demo_defaults_come_from_the_config_file(tmp_path):
-    from distillnerf_ros.demo.pipeline import load_demo_defaults
+    from distillnerf_ros.demo.options import load_demo_defaults
 
     defaults = load_demo_defaults()
     assert defaults.query == "car" and defaults.frames == 3 and defaults.out == Path("demo_output")
@@ -111,3 +111,8 @@ def test_demo_defaults_come_from_the_config_file(tmp_path):
     bad.write_text("frames: 2\nframez: 3\n")
     with pytest.raises(ValueError, match="framez"):
         load_demo_defaults(bad)
+    bad.write_text("device: gpu\n")
+    with pytest.raises(ValueError, match="device: must be one of 'cpu', 'cuda', 'auto'"):
+        load_demo_defaults(bad)
+    bad.write_text("data: some/dataroot\n")
+    assert load_demo_defaults(bad).data == Path("some/dataroot")

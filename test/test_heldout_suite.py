@@ -16,12 +16,13 @@ from distillnerf.model import DistillNeRF
 from distillnerf_train.suite import SUITE_METRICS, load_suite
 
 REPO = Path(__file__).resolve().parents[1]
+TRAIN_CONFIGS = REPO / "training" / "distillnerf_train" / "configs" / "train"
 
 
 def test_heldout_seeds_are_never_training_seeds():
     heldout = set(load_suite("heldout").seeds)
     assert len(heldout) >= 3
-    recipes = [line for path in sorted((REPO / "config" / "train").glob("*.yaml"))
+    recipes = [line for path in sorted(TRAIN_CONFIGS.glob("*.yaml"))
                for line in path.read_text().splitlines() if "distillnerf synth" in line]
     assert recipes, "training configs document how their synthetic data was made"
     training_seeds = {int(m.group(1)) for line in recipes for m in [re.search(r"--seed (\d+)", line)] if m}

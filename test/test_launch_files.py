@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from distillnerf_ros.node import input_topics
+from distillnerf_ros.interface import input_topics
 from distillnerf_ros.parameters import load_param_file
 
 REPO = Path(__file__).resolve().parents[1]

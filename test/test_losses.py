@@ -139,7 +139,7 @@ def test_train_step_with_model_dropout_and_distillation():
     """The real tiny model: camera dropout never drops every camera, KDBTS and coordinate terms get gradients."""
     from distillnerf.config import load_model_config
     from distillnerf.model import DistillNeRF
-    from distillnerf_train.trainer import TrainStep
+    from distillnerf_train.train_step import TrainStep
 
     torch.manual_seed(0)
     config = load_model_config("tiny", coordinate_head=True)

@@ -35,6 +35,13 @@ def test_overrides_and_validation():
         load_model_config("tiny", backbone="resnet")
     with pytest.raises(FileNotFoundError):
         load_model_config("no-such-model-config")
+    # Choices are Literal annotations, read by the same mechanism as every config file.
+    with pytest.raises(ValueError, match="model config 'x': lookup: must be one of 'nearest', 'trilinear'"):
+        config_from_dict({"lookup": "cubic"}, name="x")
+    with pytest.raises(ValueError, match="feature_stride: must be one of 1, 2, 4"):
+        load_model_config("tiny", feature_stride=3)
+    with pytest.raises(ValueError, match="fpn_channels: expected a whole number"):
+        config_from_dict({"fpn_channels": 64.5})
 
 
 def test_inference_settings_do_not_change_the_weights_layout():

@@ -14,9 +14,10 @@ rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed")
 pytest.importorskip("distillnerf_msgs.msg", reason="distillnerf_msgs is not built (run make setup)")
 
 from distillnerf.rig import NUSCENES_CAMERAS  # noqa: E402
-from distillnerf_ros.conversions import point_cloud_to_array, stamp_to_nanoseconds  # noqa: E402
-from distillnerf_ros.harness import (FramePlayer, NodeProcess, load_nuscenes_samples, node_args,  # noqa: E402
-                                     resized_frame)
+from distillnerf_ros.conversions import stamp_to_nanoseconds  # noqa: E402
+from distillnerf_ros.output_messages import point_cloud_to_array  # noqa: E402
+from distillnerf_ros.harness import FramePlayer, load_nuscenes_samples, resized_frame  # noqa: E402
+from distillnerf_ros.node_process import NodeProcess, ros_arguments  # noqa: E402
 
 TINY = dict(model_config="tiny", random_weights=True, device="cpu", use_tf=False, warning_period=0.0,
             occupancy_threshold=0.1)  # random weights give probabilities of ~0.1: voxels above this exist
@@ -148,7 +149,7 @@ def samples(nuscenes_tiny):
 
 
 def start_node(**parameters) -> NodeProcess:
-    return NodeProcess(node_args(**{**TINY, **parameters})).start()
+    return NodeProcess(ros_arguments({**TINY, **parameters})).start()
 
 
 def check_outputs(outputs: Outputs, stamp: int, cameras, frames, render_size, rgb_size=None):

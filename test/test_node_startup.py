@@ -52,7 +52,7 @@ def test_bad_parameters_and_calibration_end_in_one_line_and_exit_2(ros_domain_id
     """Wrong types, values out of range, a calibration file that is not YAML or lacks a camera: one `cannot start:`
     line, exit code 2, no traceback, never a `ready` node that publishes nothing."""
     partial = tmp_path / "five_cameras.yaml"
-    rig = (REPO / "config" / "rigs" / "nuscenes.yaml").read_text()
+    rig = (REPO / "model" / "distillnerf" / "configs" / "rigs" / "nuscenes.yaml").read_text()
     import yaml
 
     data = yaml.safe_load(rig)

@@ -40,7 +40,7 @@ def test_required_parameters_and_documented_defaults():
     assert defaults.camera_names == ["CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_RIGHT",
                                      "CAM_BACK", "CAM_BACK_LEFT"]
     assert defaults.sync_slop == pytest.approx(0.06)
-    assert defaults.input_qos == "sensor_data" and defaults.device == "auto" and defaults.base_frame == "base_link"
+    assert defaults.input_qos == "auto" and defaults.device == "auto" and defaults.base_frame == "base_link"
     assert defaults.checkpoint == "" and defaults.random_weights is False and defaults.warmup_only is False
 
 
@@ -52,9 +52,9 @@ def test_every_numeric_parameter_has_a_range_and_every_parameter_a_description()
 
 
 @pytest.mark.parametrize("name, value, why", [
-    ("sync_slop", 2.0, "outside"), ("device", "tpu", "not one of"), ("input_qos", "fast", "not one of"),
+    ("sync_slop", 2.0, "outside"), ("device", "tpu", "must be one of"), ("input_qos", "fast", "must be one of"),
     ("camera_names", [], "non-empty"), ("camera_names", ["CAM_FRONT", "CAM_FRONT"], "repeat"),
-    ("sync_queue_size", True, "expected int"), ("compressed", "yes", "expected bool"),
+    ("sync_queue_size", True, "expected a whole number"), ("compressed", "yes", "expected true or false"),
 ])
 def test_bad_values_are_rejected_with_the_reason(name, value, why):
     values = load_param_file(YAML_FILE)

@@ -1,5 +1,6 @@
 """``distillnerf replay``: a bag played in another process reaches subscribers over real DDS with its stamps,
-its timing (scaled by --rate), /clock, --start, --loop and latched topics."""
+its timing (scaled by --rate), /clock, --start, --loop and latched topics; long silences are skipped (--max-gap)
+and SIGINT/SIGTERM end it cleanly."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ pytest.importorskip("rosbags", reason="rosbags is not installed")
 
 T0_NS = 1_500_000_000 * 10**9 + 123_456_000
 PERIOD_NS = 100_000_000
+NINE_DAYS_NS = 9 * 86400 * 10**9
 CAMERAS = ("CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_RIGHT", "CAM_BACK", "CAM_BACK_LEFT")
 
 
@@ -41,6 +43,23 @@ def make_string_bag(path: Path, count: int = 10) -> Path:
             writer.write(data, T0_NS + i * PERIOD_NS,
                          typestore().serialize_cdr(string(data=str(i)), "std_msgs/msg/String"))
     return path
+
+
+def make_two_scene_bag(path: Path, per_scene: int = 5) -> tuple[Path, list[int]]:
+    """/data (std_msgs/Header, stamp = record time, frame_id 'i') in two bursts 100 ms apart inside, nine days
+    apart from each other, like two nuScenes scenes recorded on different days; returns the bag and its stamps."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    from distillnerf_ros.bag.messages import typestore
+
+    header, stamp_type = typestore().types["std_msgs/msg/Header"], typestore().types["builtin_interfaces/msg/Time"]
+    stamps = [T0_NS + scene * NINE_DAYS_NS + i * PERIOD_NS for scene in range(2) for i in range(per_scene)]
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        data = writer.add_connection("/data", "std_msgs/msg/Header", typestore=typestore())
+        for i, stamp in enumerate(stamps):
+            message = header(stamp=stamp_type(*divmod(stamp, 10**9)), frame_id=str(i))
+            writer.write(data, stamp, typestore().serialize_cdr(message, "std_msgs/msg/Header"))
+    return path, stamps
 
 
 class Recorder:
@@ -201,7 +220,72 @@ def test_loop_starts_again_and_stamps_jump_back(tmp_path, ros_context):
     jumps = [i for i in range(1, len(recorder.clock)) if recorder.clock[i] < recorder.clock[i - 1]]
     assert jumps, "the /clock must jump back when the bag starts again"
     assert all(recorder.clock[j] == T0_NS for j in jumps)
-    assert process.returncode in (0, 130, -signal.SIGINT), output
+    assert process.returncode == 0 and "replay stopped by SIGINT" in output, output
+
+
+def test_a_nine_day_gap_between_scenes_is_skipped_and_clock_jumps(tmp_path, ros_context):
+    from std_msgs.msg import Header
+
+    bag, stamps = make_two_scene_bag(tmp_path / "two_scenes")
+    recorder = Recorder(ros_context, {"/data": Header})
+    try:
+        process = start_replay(bag, "--wait-for", "/data")
+        recorder.spin_until(lambda: len(recorder.received["/data"]) == len(stamps), 30)
+        recorder.spin_until(lambda: process.poll() is not None, 10)
+        output = finish(process, timeout=10)
+    finally:
+        recorder.close()
+    assert process.returncode == 0, output
+    data = recorder.received["/data"]
+    assert [stamp_ns(m) for _, m in data] == stamps and [m.frame_id for _, m in data] == [str(i) for i in range(10)]
+    assert data[-1][0] - data[0][0] < 5.0, "two 0.4 s scenes must play in about a second, not nine days"
+    assert "skipping a 777599.6 s (9.0 days) gap" in output and "1 gap(s) of 777599.6 s skipped" in output, output
+    steps = [b - a for a, b in zip(recorder.clock, recorder.clock[1:])]
+    assert recorder.clock == sorted(recorder.clock) and recorder.clock[-1] == stamps[-1]
+    assert max(steps) == stamps[5] - stamps[4], "/clock jumps from the last message of scene 1 to scene 2"
+
+
+def test_max_gap_zero_keeps_the_recorded_silence(tmp_path, ros_context):
+    """In process: --max-gap 0 waits through the gap (a stop request ends it), the default skips and counts it."""
+    import threading
+
+    import rclpy
+
+    from distillnerf_ros.bag.replay import BagReplayer, StopRequest
+
+    bag, stamps = make_two_scene_bag(tmp_path / "two_scenes")
+    node = rclpy.create_node("replay_gaps", context=ros_context)
+    try:
+        stop = StopRequest()
+        threading.Timer(1.0, stop.set, args=("test",)).start()
+        waiting = BagReplayer(node, bag).play(rate=10, max_gap=0, stop=stop)
+        assert waiting.published["/data"] == 5 and waiting.gaps_skipped == 0 and waiting.wall_seconds < 3
+        skipping = BagReplayer(node, bag).play(rate=10)
+        assert skipping.published["/data"] == 10 and skipping.gaps_skipped == 1
+        assert skipping.gap_seconds_skipped == pytest.approx((stamps[5] - stamps[4]) / 1e9)
+    finally:
+        node.destroy_node()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_the_replay_cleanly(tmp_path, ros_context, signum):
+    from std_msgs.msg import String
+
+    bag = make_string_bag(tmp_path / "strings", count=4)
+    recorder = Recorder(ros_context, {"/data": String})
+    process = start_replay(bag, "--loop", "--wait-for", "/data")
+    try:
+        recorder.spin_until(lambda: len(recorder.received["/data"]) >= 3, 30)
+        assert recorder.received["/data"], "the replay never published"
+    finally:
+        process.send_signal(signum)
+        sent = time.monotonic()
+        output = finish(process, timeout=10)
+        recorder.close()
+    assert time.monotonic() - sent < 5.0, output
+    assert process.returncode == 0, output  # like `ros2 bag play`: being stopped is the normal end of a player
+    assert f"replay stopped by {signal.Signals(signum).name} after " in output, output
+    assert "Traceback" not in output and "RCLError" not in output, output
 
 
 def test_replay_errors(tmp_path):

@@ -23,7 +23,7 @@ def shipped() -> Perception:
 
 def test_shipped_checkpoint_carries_its_config_reducer_and_text_encoder(shipped):
     assert shipped.config.name == "cpu"
-    # exported under config/model/cpu.yaml, calibrated inference settings included (distillnerf export)
+    # exported under distillnerf/configs/model/cpu.yaml, calibrated inference settings included (distillnerf export)
     assert shipped.config.to_dict() == load_model_config("cpu").to_dict()
     assert shipped.text_encoder is not None and shipped.reducer is not None
     # The text tower's weights are named relative to the checkpoint and found beside it.

@@ -211,20 +211,35 @@ def test_ddad_rig_renders_its_six_cameras():
 def test_synth_config_extends_and_draws_rates_per_scene(tmp_path):
     import numpy as np
 
+    from dataclasses import replace
+
+    import yaml
+
+    from distillnerf.config_files import resolve_config
     from distillnerf_train.synth.config import load_synth_config
     from distillnerf_train.synth.layout import _draw_scene_rates
 
     base = load_synth_config("default")
     mixed = load_synth_config("train_mixed")
-    assert mixed["street"] == base["street"] and mixed["objects"]["poles"] == base["objects"]["poles"]
-    low, high = mixed["objects"]["buses"]
-    rates = [_draw_scene_rates(np.random.default_rng(s), mixed)["objects"]["buses"] for s in range(20)]
+    assert mixed.street == base.street and mixed.objects.poles == base.objects.poles
+    low, high = mixed.objects.buses
+    rates = [_draw_scene_rates(np.random.default_rng(s), mixed).objects.buses for s in range(20)]
     assert all(low <= r <= high for r in rates) and len(set(rates)) == 20
     rng = np.random.default_rng(0)
     state = rng.bit_generator.state
-    assert _draw_scene_rates(rng, base)["objects"] == base["objects"]
+    assert _draw_scene_rates(rng, base).objects == base.objects
     assert rng.bit_generator.state == state  # scalar rates draw nothing: the default world is unchanged
     bad = tmp_path / "bad.yaml"
     bad.write_text("extends: default\nobjects:\n  busses: 3\n")
     with pytest.raises(ValueError, match="busses"):
         load_synth_config(str(bad))
+    # Each key has a declared type: the error names the file, the section and the key.
+    bad.write_text("extends: default\nlidar:\n  beams: 32.5\n")
+    with pytest.raises(ValueError, match=f"synth config {bad}: lidar: beams: expected a whole number"):
+        load_synth_config(str(bad))
+    bad.write_text("extends: default\nobjects:\n  buses: [1.0, 2.0, 3.0]\n")
+    with pytest.raises(ValueError, match="objects: buses: expected a number.* or expected 2 values"):
+        load_synth_config(str(bad))
+    as_dict = {**yaml.safe_load(resolve_config("default", "synth").read_text()), "compute": {"threads": 1}}
+    assert load_synth_config(as_dict) == replace(base, compute=replace(base.compute, threads=1))
+    assert isinstance(mixed.objects.buses, tuple) and isinstance(base.objects.buses, float)

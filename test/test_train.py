@@ -18,7 +18,9 @@ from distillnerf.checkpoint import load_checkpoint
 from distillnerf.cli import main as cli_main
 from distillnerf.config_files import load_yaml
 from distillnerf_train.config import load_train_config, train_config_from_dict
-from distillnerf_train.trainer import StepBatchSampler, Trainer, atomic_torch_save, load_train_state, lr_multiplier
+from distillnerf.checkpoint import atomic_torch_save
+from distillnerf_train.reproducibility import StepBatchSampler, load_train_state, lr_multiplier
+from distillnerf_train.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def write(tmp_path: Path, edit) -> Path:
-    data = yaml.safe_load((REPO / "config" / "train" / "tiny_test.yaml").read_text())
+    data = yaml.safe_load((REPO / "training" / "distillnerf_train" / "configs" / "train" / "tiny_test.yaml").read_text())
     data["data"]["dataroot"] = str(tmp_path / "nowhere")
     edit(data)
     path = tmp_path / "bad.yaml"
@@ -37,6 +37,7 @@ CASES = {
     "negative lr": (set_key("optim", "lr", -1.0), "lr: -1.0 is outside"),
     "unknown device": (set_key("train", "device", "gpu"), "device: must be one of"),
     "unknown schedule": (set_key("schedule", "kind", "linear"), "kind: must be one of"),
+    "unknown dense depth": (set_key("data", "dense_depth", "lidar"), "data config: dense_depth: must be one of"),
     "negative weight": (set_key("losses", "entropy", -0.1), "entropy must not be negative"),
     "float steps": (set_key("train", "max_steps", 2.5), "max_steps: expected a whole number"),
 }

@@ -1,6 +1,10 @@
 """Publish a ROS 2 bag over rclpy with its recorded timing and ``/clock``: ``ros2 bag play`` for machines without
 rosbag2.
 
+Gaps longer than ``max_gap`` seconds of recording in which nothing was recorded (e.g. two scenes days apart) are
+skipped: the next message goes out at once and ``/clock`` jumps forward with the bag time; stamps are never
+rewritten.
+
 Messages are published as the bag's serialized bytes (``Publisher.publish(bytes)``), so nothing is deserialized
 and every field arrives exactly as recorded. Topics whose message package is not importable here (e.g.
 ``tf2_msgs`` in a pip-only rclpy) are skipped with one warning: nodes without TF read the bag's rig file instead.
@@ -10,16 +14,19 @@ from __future__ import annotations
 
 import importlib
 import logging
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from distillnerf_ros.conversions import set_stamp
+
 LOG = logging.getLogger(__name__)
 
 CLOCK_TOPIC = "/clock"
+DEFAULT_MAX_GAP_S = 1.0  # longer silences are skipped: nuScenes-style bags publish every 0.5 s at most
+_STOP_POLL_S = 0.05  # how soon a stop request is seen while waiting for the next message
 
 
 class BagError(RuntimeError):
@@ -33,6 +40,22 @@ class ReplayStats:
     wall_seconds: float = 0.0
     clock_messages: int = 0
     skipped_topics: dict[str, str] = field(default_factory=dict)  # topic -> why
+    gaps_skipped: int = 0  # silences longer than max_gap that were jumped over
+    gap_seconds_skipped: float = 0.0  # recorded seconds they spanned
+
+
+class StopRequest:
+    """A stop flag that a signal handler may set: a plain attribute, no lock. (``threading.Event.set`` takes a lock
+    that the interrupted main thread may be holding inside ``Event.wait``: a handler calling it can deadlock.)"""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    def set(self, reason: str = "stop") -> None:
+        self.reason = reason
+
+    def is_set(self) -> bool:
+        return self.reason is not None
 
 
 @dataclass(frozen=True)
@@ -138,7 +161,7 @@ class BagReplayer:
     def publish_clock(self, timestamp_ns: int) -> None:
         if self.clock_publisher is None:
             return
-        self._clock_message.clock.sec, self._clock_message.clock.nanosec = divmod(int(timestamp_ns), 1_000_000_000)
+        set_stamp(self._clock_message.clock, timestamp_ns)
         self.clock_publisher.publish(self._clock_message)
         self.stats.clock_messages += 1
 
@@ -148,13 +171,16 @@ class BagReplayer:
         self.publishers[message.topic].publish(message.data)
         self.stats.published[message.topic] += 1
 
-    def wait_for_subscribers(self, topics: list[str], timeout: float) -> None:
-        """Block until each of ``topics`` has a matched subscriber (so a volatile topic loses nothing)."""
+    def wait_for_subscribers(self, topics: list[str], timeout: float, stop=None) -> None:
+        """Block until each of ``topics`` has a matched subscriber (so a volatile topic loses nothing), or until
+        ``stop`` (anything with ``is_set()``) is set."""
         unknown = [t for t in topics if t not in self.publishers]
         if unknown:
             raise BagError(f"--wait-for topic(s) not in the bag or not playable: {', '.join(unknown)}")
         deadline = time.monotonic() + timeout
         while any(self.publishers[t].get_subscription_count() == 0 for t in topics):
+            if stop is not None and stop.is_set():
+                return
             if time.monotonic() > deadline:
                 missing = [t for t in topics if self.publishers[t].get_subscription_count() == 0]
                 raise TimeoutError(f"no subscriber on {', '.join(missing)} after {timeout:.0f} s")
@@ -177,37 +203,71 @@ class BagReplayer:
         return acked
 
     def play(self, rate: float = 1.0, start_s: float = 0.0, loop: bool = False, clock_hz: float = 40.0,
-             stop: threading.Event | None = None) -> ReplayStats:
-        """Publish with the recorded inter-message timing divided by ``rate``; ``loop`` repeats until ``stop``."""
+             stop=None, max_gap: float = DEFAULT_MAX_GAP_S) -> ReplayStats:
+        """Publish with the recorded inter-message timing divided by ``rate``; ``loop`` repeats until ``stop``
+        (a ``threading.Event`` or ``StopRequest``) is set. Silences over ``max_gap`` recorded seconds are skipped
+        (``max_gap <= 0``: never)."""
         if rate <= 0:
             raise ValueError(f"rate must be positive, got {rate}")
-        stop = stop or threading.Event()
+        stop = StopRequest() if stop is None else stop
+        max_gap_ns = int(max_gap * 1e9) if max_gap > 0 else None
+        start_ns = self.start_ns + int(round(start_s * 1e9))
         began = time.monotonic()
         while not stop.is_set():
-            first_ns = wall0 = None
+            first_ns = wall0 = previous_ns = None
             for message in self.messages(start_s):
                 if stop.is_set():
                     break
+                if message.timestamp_ns < start_ns:  # a latched message from before --start: at once, unpaced
+                    self.publish(message)
+                    continue
+                if previous_ns is not None and max_gap_ns is not None \
+                        and message.timestamp_ns - previous_ns > max_gap_ns:
+                    self._skip_gap(previous_ns, message.timestamp_ns)
+                    first_ns = None  # pace from this message on, as if the gap had not been recorded
                 if first_ns is None:
                     first_ns, wall0 = message.timestamp_ns, time.monotonic()
                 self._sleep_until(wall0 + (message.timestamp_ns - first_ns) / 1e9 / rate, first_ns, wall0, rate,
                                   clock_hz, stop)
+                if stop.is_set():
+                    break
                 self.publish(message)
+                previous_ns = message.timestamp_ns
             self.stats.passes += 1
-            if not loop or first_ns is None:
+            if not loop or previous_ns is None:
                 break
         self.stats.wall_seconds = time.monotonic() - began
         return self.stats
 
+    def _skip_gap(self, before_ns: int, after_ns: int) -> None:
+        seconds = (after_ns - before_ns) / 1e9
+        self.stats.gaps_skipped += 1
+        self.stats.gap_seconds_skipped += seconds
+        self.node.get_logger().info(
+            f"replay: skipping a {describe_seconds(seconds)} gap in the recording (nothing recorded between bag "
+            f"times {before_ns / 1e9:.3f} and {after_ns / 1e9:.3f} s); /clock jumps forward")
+
     def _sleep_until(self, target: float, first_ns: int, wall0: float, rate: float, clock_hz: float,
-                     stop: threading.Event) -> None:
-        """Wait for ``target`` (monotonic s), advancing /clock at ``clock_hz`` meanwhile like ``ros2 bag play``."""
+                     stop) -> None:
+        """Wait for ``target`` (monotonic s), advancing /clock at ``clock_hz`` meanwhile like ``ros2 bag play``.
+        Sleeps in short slices so that a stop set by a signal handler is seen within ``_STOP_POLL_S``."""
         period = 1.0 / clock_hz if clock_hz > 0 else float("inf")
-        while True:
+        next_tick = time.monotonic() + period
+        while not stop.is_set():
             now = time.monotonic()
-            if now >= target or stop.is_set():
+            if now >= target:
                 return
-            if stop.wait(min(period, target - now)):
-                return
-            if clock_hz > 0 and time.monotonic() < target:
-                self.publish_clock(first_ns + int((time.monotonic() - wall0) * rate * 1e9))
+            time.sleep(min(_STOP_POLL_S, target - now, max(0.0, next_tick - now)))
+            now = time.monotonic()
+            if now >= next_tick and now < target and not stop.is_set():
+                self.publish_clock(first_ns + int((now - wall0) * rate * 1e9))
+                next_tick = now + period
+
+
+def describe_seconds(seconds: float) -> str:
+    """``777600.0 s (9.0 days)``: the seconds, and hours or days when that many."""
+    if seconds >= 86400:
+        return f"{seconds:.1f} s ({seconds / 86400:.1f} days)"
+    if seconds >= 3600:
+        return f"{seconds:.1f} s ({seconds / 3600:.1f} h)"
+    return f"{seconds:.1f} s"

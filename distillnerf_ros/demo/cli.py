@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
 from pathlib import Path
 
@@ -17,7 +19,7 @@ DESCRIPTION = (
 
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
-    from .pipeline import load_demo_defaults
+    from .options import load_demo_defaults
 
     defaults = load_demo_defaults()
     p = subparsers.add_parser(name, help=HELP, description=DESCRIPTION)
@@ -53,7 +55,8 @@ def run(args) -> int:
 
     from dataclasses import replace
 
-    from .pipeline import DemoError, load_demo_defaults, run_demo, say
+    from .options import DemoError, load_demo_defaults, say
+    from .pipeline import run_demo
     from .report import write_report
 
     if args.frames < 1:
@@ -69,13 +72,38 @@ def run(args) -> int:
     if args.data is not None:
         options.version = args.version or "v1.0-mini"
     try:
-        result = run_demo(options)
+        with stop_on_signals() as stopped:
+            result = run_demo(options)
     except (DemoError, DatasetError) as error:
         print(f"distillnerf demo: error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # SIGINT or SIGTERM: the node process was stopped on the way out
+        name = stopped.get("signal", "SIGINT")
+        print(f"distillnerf demo: stopped by {name}; the node was stopped, no report written", file=sys.stderr)
+        return 128 + getattr(signal, name)
     document = write_report(options.out, result.frames, result.info, query_text=options.query)
     index = (Path(options.out) / "index.html").resolve()
     say(f"report: {index}")
     say(f"metrics: {index.parent / 'metrics.json'}")
     say(document["headline"] + (" [RANDOM WEIGHTS]" if options.random_weights else ""))
     return 0
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """SIGTERM ends the demo as Ctrl-C does: a KeyboardInterrupt in the main thread, so every ``finally`` runs
+    (the node process is stopped, the replay's ROS context shut down) instead of the process dying at once and
+    leaving its node behind. Yields a dict that names the signal."""
+    stopped: dict = {}
+
+    def interrupt(signum, frame):
+        stopped["signal"] = signal.Signals(signum).name
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stopped
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+

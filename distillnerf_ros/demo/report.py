@@ -14,12 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-#: Occupancy grid cell values published by the node (nav2 convention, see docs/node.md).
-GRID_FREE, GRID_OCCUPIED, GRID_UNKNOWN = 0, 100, -1
-OCC3D_FREE = 17
-#: Occ3D grid extent in the ego frame: x, y in [-40, 40] m, z in [-1, 5.4] m, 0.4 m voxels.
-GRID_ORIGIN = np.array([-40.0, -40.0, -1.0])
-VOXEL_SIZE = 0.4
+from distillnerf.occ3d import FREE_LABEL as OCC3D_FREE, GROUND_LABELS, OCC3D_PALETTE, OccGridSpec
+
+from distillnerf_ros.output_messages import GRID_FREE, GRID_OCCUPIED, GRID_UNKNOWN, bird_eye_view
+
+GRID = OccGridSpec()  # the node publishes the Occ3D grid
+GRID_ORIGIN = np.asarray(GRID.origin)
+VOXEL_SIZE = GRID.voxel_size[0]
 
 
 @dataclass
@@ -50,10 +51,7 @@ def resample_nearest(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def bird_eye_ground_truth(semantics: np.ndarray, mask_camera: np.ndarray) -> np.ndarray:
-    """The ground-truth counterpart of the node's grid: same rule as ``distillnerf_ros.conversions.bird_eye_view``."""
-    from distillnerf_ros.conversions import bird_eye_view
-    from distillnerf_ros.node import GROUND_LABELS
-
+    """The ground-truth counterpart of the node's grid: the node's own rule (``conversions.bird_eye_view``)."""
     return bird_eye_view(semantics != OCC3D_FREE, semantics, mask_camera, GROUND_LABELS)
 
 
@@ -139,9 +137,7 @@ def _plt():
 
 
 def _palette() -> np.ndarray:
-    from distillnerf_ros.conversions import OCC3D_PALETTE
-
-    return OCC3D_PALETTE.astype(np.float64) / 255.0
+    return np.asarray(OCC3D_PALETTE, dtype=np.float64) / 255.0
 
 
 def figure_inputs(frame: FrameResult, path: Path) -> Path:

@@ -1,16 +1,19 @@
-"""Model configuration: one flat dataclass, loaded from ``config/model/<name>.yaml``.
+"""Model configuration: one flat dataclass, loaded from ``distillnerf/configs/model/<name>.yaml``.
 
 Every architecture size lives in the YAML files (``paper``, ``cpu``, ``tiny``); the code holds no sizes of its own
-beyond these defaults, which equal the official DistillNeRF numbers. Checkpoints store ``asdict(config)`` so a
-model always rebuilds with the sizes it was trained with.
+beyond these defaults, which equal the official DistillNeRF numbers. Checkpoints store ``to_dict()`` so a model
+always rebuilds with the sizes it was trained with. Files and checkpoints are read by ``dataclass_from_dict`` (types
+and choices from the annotations below, unknown keys are errors); ``validate`` adds the rules between fields.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 from distillnerf.config_files import load_yaml
+from distillnerf.dataclass_config import check_dataclass, dataclass_from_dict
 from distillnerf.rig import NUSCENES_CAMERAS
 
 
@@ -25,15 +28,15 @@ class ModelConfig:
     render_width: int = 114
     render_height: int = 64
 
-    # 2D encoder: backbone 'efficientnet_lite0' | 'cnn' | 'dinov2' | 'openclip', FPN to ``feature_stride``.
-    backbone: str = "efficientnet_lite0"
+    # 2D encoder and its FPN to ``feature_stride``.
+    backbone: Literal["efficientnet_lite0", "cnn", "dinov2", "openclip"] = "efficientnet_lite0"
     backbone_pretrained: bool = True  # load the backbone's own weights (efficientnet: bundled ImageNet file)
     backbone_weights: str = ""  # local weights file for 'dinov2' / 'openclip' ('' = random init)
     backbone_model: str = ""  # timm / open_clip model name for ViT backbones
     freeze_backbone: bool = False
     cnn_channels: tuple[int, ...] = (16, 32, 64)  # 'cnn' backbone: channels at strides 2, 4, 8
     fpn_channels: int = 64
-    feature_stride: int = 1  # stride of the depth / lifting resolution w.r.t. the input (1 = full resolution)
+    feature_stride: Literal[1, 2, 4] = 1  # stride of the depth / lifting resolution w.r.t. the input (1 = full resolution)
 
     # Stage-1 depth bins along the ray: linear bins from depth_near, then bins uniform in contracted distance.
     depth_near: float = 0.1
@@ -68,11 +71,11 @@ class ModelConfig:
     fine_samples: int = 30
     fine_spacing: float = 0.1
     jitter_samples: bool = True  # jitter stage-1 bin samples within their bin in training
-    lookup: str = "nearest"  # 'nearest' | 'trilinear'
+    lookup: Literal["nearest", "trilinear"] = "nearest"
     # Early ray termination: a ray stops once its transmittance is below this (0 = off); it is marched this many
     # samples at a time (0 = all at once), so the samples behind a surface are never looked up.
     early_stop_transmittance: float = 1.0e-4
-    march_chunk: int = 24
+    march_chunk: int = field(default=24, metadata={"range": (0, None)})
     mlp_hidden: int = 64
     render_feature_dim: int = 64  # rendered channels fed to the decoder (plus normalised depth = 65)
     density_bias: float = -1.0  # added to the density MLP output before softplus
@@ -84,7 +87,8 @@ class ModelConfig:
     # Foundation feature head and FeatureNeRF options.
     feature_head: bool = True
     feature_dim: int = 64
-    descriptor: str = "head"  # 3D descriptors for queries: 'head' (rendered feature) | 'internal' (MLP hidden)
+    # 3D descriptors for queries: 'head' (the rendered feature) or 'internal' (the foundation MLP's hidden layer).
+    descriptor: Literal["head", "internal"] = "head"
     coordinate_head: bool = False  # regress contracted xyz from the 3D descriptor (coordinate / cycle loss)
     coordinate_samples: int = 4096  # voxel centres per batch used for the coordinate regression output
 
@@ -92,7 +96,7 @@ class ModelConfig:
     occupancy_threshold: float = 0.5
     # Sub-samples per Occ3D voxel along x, y, z; a voxel's probability is their maximum. More in z catches the thin
     # horizontal surfaces (road, pavement) that the fine level resolves finer than a 0.4 m voxel.
-    occupancy_subsamples: tuple[int, int, int] = (1, 1, 1)
+    occupancy_subsamples: tuple[int, int, int] = field(default=(1, 1, 1), metadata={"range": (1, None)})
     visibility_margin: float = 1.0  # metres a voxel may lie behind the rendered depth and still count as visible
 
     @property
@@ -108,6 +112,8 @@ class ModelConfig:
         return (self.render_width, self.render_height)
 
     def validate(self) -> "ModelConfig":
+        """Types, choices and ranges of every field (as a config file is read), then the rules between fields."""
+        check_dataclass(self, f"model config {self.name!r}")
         problems = []
         for name in ("coarse_resolution", "fine_resolution"):
             value = getattr(self, name)
@@ -115,24 +121,12 @@ class ModelConfig:
                 problems.append(f"{name} must be a power of two, got {value}")
         if self.fine_resolution <= self.coarse_resolution:
             problems.append("fine_resolution must exceed coarse_resolution")
-        if self.backbone not in ("efficientnet_lite0", "cnn", "dinov2", "openclip"):
-            problems.append(f"unknown backbone {self.backbone!r}")
-        if self.lookup not in ("nearest", "trilinear"):
-            problems.append(f"unknown lookup {self.lookup!r}")
-        if self.descriptor not in ("head", "internal"):
-            problems.append(f"unknown descriptor {self.descriptor!r}")
         if self.descriptor == "internal" and not self.feature_head:
             problems.append("descriptor 'internal' needs feature_head")
         if self.num_candidates < 1 or self.num_bins < 2:
             problems.append("need at least 1 candidate and 2 depth bins")
-        if len(self.occupancy_subsamples) != 3 or min(self.occupancy_subsamples) < 1:
-            problems.append(f"occupancy_subsamples must be 3 positive counts, got {self.occupancy_subsamples}")
         if not 0.0 <= self.early_stop_transmittance < 1.0:
             problems.append(f"early_stop_transmittance must be in [0, 1), got {self.early_stop_transmittance}")
-        if self.march_chunk < 0:
-            problems.append(f"march_chunk must be >= 0, got {self.march_chunk}")
-        if self.feature_stride not in (1, 2, 4):
-            problems.append("feature_stride must be 1, 2 or 4")
         if problems:
             raise ValueError(f"model config {self.name!r}: " + "; ".join(problems))
         return self
@@ -160,26 +154,19 @@ class ModelConfig:
 
 
 def config_from_dict(data: dict, name: str | None = None) -> ModelConfig:
-    """Build a validated config; unknown keys are an error (a typo must not silently fall back to a default)."""
-    known = {f.name: f for f in fields(ModelConfig)}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ValueError(f"model config {name or data.get('name', '?')!r}: unknown keys {unknown}")
-    values = {}
-    for key, value in data.items():
-        if isinstance(value, list):
-            value = tuple(value)
-        values[key] = value
-    if name is not None and "name" not in values:
-        values["name"] = name
-    return ModelConfig(**values).validate()
+    """A validated config from a mapping (a YAML file, a checkpoint's ``to_dict()``); unknown keys are an error (a
+    typo must not silently fall back to a default), lists become tuples."""
+    label = name or (data.get("name", "?") if isinstance(data, dict) else "?")
+    if name is not None and isinstance(data, dict) and "name" not in data:
+        data = {**data, "name": name}
+    return dataclass_from_dict(ModelConfig, data, f"model config {label!r}").validate()
 
 
 def load_model_config(name_or_path: str | os.PathLike = "cpu", **overrides) -> ModelConfig:
-    """Load ``config/model/<name>.yaml`` (or a path); keyword overrides replace single fields."""
+    """Load ``distillnerf/configs/model/<name>.yaml`` (or a path); keyword overrides replace single fields (and
+    are checked like the file's own values)."""
     data = load_yaml(name_or_path, "model")
-    config = config_from_dict(data, name=os.path.splitext(os.path.basename(str(name_or_path)))[0])
-    return replace(config, **overrides).validate() if overrides else config
+    return config_from_dict({**data, **overrides}, name=os.path.splitext(os.path.basename(str(name_or_path)))[0])
 
 
 __all__ = ["ModelConfig", "config_from_dict", "load_model_config"]

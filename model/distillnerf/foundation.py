@@ -7,7 +7,7 @@ stored in the model checkpoint (extras ``'reducer'``) next to a spec of the text
 use seeded random weights written in the same upstream format.
 
 Architectures are either upstream names (``open_clip.list_models()``, timm names) or small project configs in
-``config/foundation/<name>.yaml`` (keys ``open_clip`` = an open_clip model config, or ``timm`` = ``{model,
+``distillnerf/configs/foundation/<name>.yaml`` (keys ``open_clip`` = an open_clip model config, or ``timm`` = ``{model,
 kwargs}``), which keep tests and demos light.
 """
 
@@ -117,7 +117,7 @@ class FeatureReducer:
 
 # ----------------------------------------------------------------------------------------- architectures
 def foundation_config(name: str) -> dict[str, Any] | None:
-    """The project's config for ``name`` (config/foundation/<name>.yaml), or None if there is none."""
+    """The project's config for ``name`` (distillnerf/configs/foundation/<name>.yaml), or None if there is none."""
     from distillnerf.config_files import load_yaml
 
     try:
@@ -156,7 +156,8 @@ def open_clip_model_cfg(model_name: str) -> dict[str, Any] | None:
         return project["open_clip"]
     if model_name in open_clip.list_models():
         return None
-    raise ValueError(f"unknown CLIP model {model_name!r}: neither an open_clip model nor config/foundation/{model_name}.yaml")
+    raise ValueError(f"unknown CLIP model {model_name!r}: neither an open_clip model nor "
+                     f"distillnerf/configs/foundation/{model_name}.yaml")
 
 
 def create_open_clip(model_name: str, weights_path: str | os.PathLike | None, device: str | torch.device = "cpu",

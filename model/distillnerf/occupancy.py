@@ -15,37 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-#: Occ3D-nuScenes class names, index = label; 17 = free.
-OCC3D_CLASSES = ("others", "barrier", "bicycle", "bus", "car", "construction_vehicle", "motorcycle", "pedestrian",
-                 "traffic_cone", "trailer", "truck", "driveable_surface", "other_flat", "sidewalk", "terrain",
-                 "manmade", "vegetation", "free")
-FREE_LABEL = 17
-
-
-@dataclass(frozen=True)
-class OccGridSpec:
-    """A regular ego-frame grid, arrays indexed [ix, iy, iz]; defaults are Occ3D-nuScenes."""
-
-    x_range: tuple[float, float] = (-40.0, 40.0)
-    y_range: tuple[float, float] = (-40.0, 40.0)
-    z_range: tuple[float, float] = (-1.0, 5.4)
-    size: tuple[int, int, int] = (200, 200, 16)
-
-    @property
-    def voxel_size(self) -> tuple[float, float, float]:
-        ranges = (self.x_range, self.y_range, self.z_range)
-        return tuple((hi - lo) / n for (lo, hi), n in zip(ranges, self.size))
-
-    @property
-    def origin(self) -> tuple[float, float, float]:
-        """Ego coordinates of the grid's minimum corner."""
-        return (self.x_range[0], self.y_range[0], self.z_range[0])
-
-    def centres(self, device: torch.device | str = "cpu", subsamples: int | Sequence[int] = 1) -> Tensor:
-        """Sample points [X*Y*Z*S, 3] ordered [ix, iy, iz, sub] (S sub-samples per voxel, a regular sub-grid of
-        ``subsamples`` per axis); the voxel centres when subsamples is 1. Built once per (spec, device,
-        sub-samples) and shared: treat the result as read-only."""
-        return _sample_points(self, torch.device(device), per_axis(subsamples))
+from distillnerf.occ3d import FREE_LABEL, GROUND_LABELS, OCC3D_CLASSES, OCC3D_PALETTE, OccGridSpec  # noqa: F401
 
 
 @functools.lru_cache(maxsize=8)

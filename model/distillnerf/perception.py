@@ -24,6 +24,10 @@ from distillnerf.timing import StageTimer
 log = logging.getLogger(__name__)
 
 
+class QueryUnavailable(RuntimeError):
+    """A text query cannot be answered: no text encoder, or no inference result yet (not a fault of the model)."""
+
+
 def resolve_device(device: str | torch.device) -> torch.device:
     """'auto' = CUDA when available, else CPU; asking for CUDA without one is an error, not a silent fallback."""
     if str(device) == "auto":
@@ -100,7 +104,8 @@ class Perception:
             reducer = foundation.FeatureReducer.from_state_dict(self.extras["reducer"])
             spec = self.extras.get("text_encoder")
             encoder = foundation.text_encoder_from_spec(spec, device=self.device) if isinstance(spec, dict) else None
-        except Exception as error:  # missing module or weights: everything else still works
+        except (ImportError, OSError, KeyError, ValueError, TypeError) as error:
+            # missing module, weights file or spec entry: everything but queries still works
             log.warning("open-vocabulary queries unavailable: %s: %s", type(error).__name__, error)
             return
         if encoder is not None:
@@ -230,7 +235,7 @@ class Perception:
         missing = [t for t in texts if t not in self._text_cache]
         if missing:
             if self.text_encoder is None or self.reducer is None:
-                raise RuntimeError("no text encoder: call set_text_encoder(encoder, reducer) or load a checkpoint "
+                raise QueryUnavailable("no text encoder: call set_text_encoder(encoder, reducer) or load a checkpoint "
                                    "whose extras carry 'reducer' and 'text_encoder'")
             from distillnerf.foundation import prompt
 
@@ -252,12 +257,12 @@ class Perception:
 
     def _last_voxels(self) -> tuple[np.ndarray, torch.Tensor]:
         if self._last is None:
-            raise RuntimeError("no inference result yet: call infer() before query()")
+            raise QueryUnavailable("no inference result yet: call infer() before query()")
         return self._last.voxel_centers.astype(np.float32), torch.as_tensor(self._last.voxel_features,
                                                                              device=self.device)
 
     def relevance_settings(self) -> tuple[list[str], float]:
-        """(alternative texts, temperature) of query relevance, from config/foundation/semantic_vocabulary.yaml."""
+        """(alternative texts, temperature) of query relevance, from configs/foundation/semantic_vocabulary.yaml."""
         if self._relevance is None:
             from distillnerf.config_files import load_yaml
 

@@ -1,7 +1,7 @@
 """Sensor rigs: camera intrinsics and camera-to-ego extrinsics, read from and written to rig files.
 
-A rig file (YAML, in ``config/rigs/``) is the one calibration format of the project: the synthetic world renders
-with it, the node reads it where TF is unavailable, and the bag converter writes one beside each bag.
+A rig file (YAML, in ``distillnerf/configs/rigs/``) is the one calibration format of the project: the synthetic
+world renders with it, the node reads it where TF is unavailable, and the bag converter writes one beside each bag.
 
 Conventions: camera frames are optical (x right, y down, z forward, as nuScenes); ``translation`` and
 ``rotation_wxyz`` map sensor coordinates to the ego frame (``base_link``), as nuScenes ``calibrated_sensor``.
@@ -176,7 +176,7 @@ def rig_from_dict(data: dict, origin: str = "<dict>") -> Rig:
 
 
 def load_rig(name_or_path: str | os.PathLike = "nuscenes") -> Rig:
-    """Load a rig by file path or by name in ``config/rigs/`` (``nuscenes``, ``ddad``)."""
+    """Load a rig by file path or by name in ``distillnerf/configs/rigs/`` (``nuscenes``, ``ddad``)."""
     file = resolve_config(name_or_path, "rigs")
     return rig_from_dict(load_yaml(file), str(file))
 

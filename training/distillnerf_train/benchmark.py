@@ -18,7 +18,8 @@ import torch
 from .config import load_train_config
 from .data import NuScenesKeyframes
 from .losses import DistillNeRFLoss
-from .trainer import TrainStep, class_prototypes, collate, to_device
+from .reproducibility import collate, to_device
+from .train_step import TrainStep, class_prototypes
 
 #: The losses of the shipped run (its stage-2 config), so the figure is what training actually pays per step.
 BENCH_TRAIN_CONFIG = "cpu_synth_finetune"

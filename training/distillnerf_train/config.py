@@ -1,4 +1,5 @@
-"""Training configuration: ``config/train/<name>.yaml`` with sections model, data, losses, optim, schedule, train."""
+"""Training configuration: ``distillnerf_train/configs/train/<name>.yaml`` with sections model, data, losses, optim,
+schedule, train."""
 
 from __future__ import annotations
 
@@ -7,18 +8,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 from distillnerf.config_files import load_yaml, resolve_config
+from distillnerf.dataclass_config import dataclass_from_dict
 
 from .data import DataConfig
-from .dataclass_config import dataclass_from_dict
 from .losses import LossConfig
 
 
-def _from_dict(cls, data: dict | None, section: str):
-    return dataclass_from_dict(cls, data, section)
-
-
 def _range(default, low=None, high=None):
-    """A field with a checked inclusive range (see ``dataclass_config``)."""
+    """A field with a checked inclusive range (see ``distillnerf.dataclass_config``)."""
     return field(default=default, metadata={"range": (low, high)})
 
 
@@ -59,7 +56,7 @@ class LoopConfig:
 
 @dataclass
 class TrainConfig:
-    model: str = "cpu"  # model config name (config/model) or path
+    model: str = "cpu"  # model config name (distillnerf/configs/model) or path
     data: DataConfig = field(default_factory=DataConfig)
     losses: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -90,9 +87,9 @@ def train_config_from_dict(data: dict, source: str = "<dict>") -> TrainConfig:
             model=model,
             data=DataConfig.from_dict(data.get("data")),
             losses=LossConfig.from_dict(data.get("losses")),
-            optim=_from_dict(OptimConfig, data.get("optim"), "optim"),
-            schedule=_from_dict(ScheduleConfig, data.get("schedule"), "schedule"),
-            train=_from_dict(LoopConfig, data.get("train"), "train"),
+            optim=dataclass_from_dict(OptimConfig, data.get("optim"), "optim config"),
+            schedule=dataclass_from_dict(ScheduleConfig, data.get("schedule"), "schedule config"),
+            train=dataclass_from_dict(LoopConfig, data.get("train"), "train config"),
             source=source,
         )
     except ValueError as error:
@@ -100,6 +97,7 @@ def train_config_from_dict(data: dict, source: str = "<dict>") -> TrainConfig:
 
 
 def load_train_config(name_or_path: str | os.PathLike) -> TrainConfig:
-    """Load ``config/train/<name>.yaml`` or a path. A relative ``data.dataroot`` is taken from the current folder."""
+    """Load ``distillnerf_train/configs/train/<name>.yaml`` or a path. A relative ``data.dataroot`` is taken from
+    the current folder."""
     path = resolve_config(name_or_path, "train")
     return train_config_from_dict(load_yaml(path), str(path))

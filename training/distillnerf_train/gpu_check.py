@@ -3,7 +3,8 @@
 1. the CUDA tests (``pytest -m cuda``);
 2. ``distillnerf bench`` of the ``cpu`` model (shipped checkpoint) and the ``paper`` model (random weights: none is
    shipped) on CUDA, in fp32 and under fp16 autocast;
-3. 50 AMP training steps of ``paper`` on a synthetic dataset generated for the purpose (config/train/gpu_check.yaml).
+3. 50 AMP training steps of ``paper`` on a synthetic dataset generated for the purpose
+   (``distillnerf_train/configs/train/gpu_check.yaml``).
 
 Sized for under 8 minutes on one H100/H200. Without CUDA it exits 2 with one line. Commit the report's figures with
 the device it names (``device_name``).

@@ -13,9 +13,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from distillnerf.dataclass_config import dataclass_from_dict
 from distillnerf.metrics import ssim_map
-
-from .dataclass_config import dataclass_from_dict
 
 
 @dataclass
@@ -62,7 +61,7 @@ class LossConfig:
 
     @classmethod
     def from_dict(cls, data: dict | None) -> "LossConfig":
-        config = dataclass_from_dict(cls, data, "losses")
+        config = dataclass_from_dict(cls, data, "losses config")
         negative = [f.name for f in fields(cls) if isinstance(getattr(config, f.name), (int, float))
                     and not isinstance(getattr(config, f.name), bool) and getattr(config, f.name) < 0]
         if negative:

@@ -1,19 +1,18 @@
 """The held-out suite: one checkpoint scored on several held-out synthetic seeds, each seed, the mean and the
 worst (a quality claim must hold on every seed, so the worst is the figure that counts).
 
-Seeds, sizes and the cache folder come from ``config/eval/<name>.yaml``; a seed's dataset is generated on first use
-(``distillnerf synth``'s generator) and reused afterwards.
+Seeds, sizes and the cache folder come from ``distillnerf_train/configs/eval/<name>.yaml``; a seed's dataset is
+generated on first use (``distillnerf synth``'s generator) and reused afterwards.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from distillnerf.config_files import load_yaml
-
-from .dataclass_config import dataclass_from_dict
+from distillnerf.dataclass_config import dataclass_from_dict
 
 #: (report path, label, True when higher is better) of the figures a suite summarises.
 SUITE_METRICS = (
@@ -31,17 +30,18 @@ SUITE_METRICS = (
 
 @dataclass
 class SuiteConfig:
-    seeds: tuple[int, ...] = (1000, 424242, 31337)
-    scenes: int = 4
-    frames: int = 4
-    size: tuple[int, ...] = (228, 128)
+    seeds: tuple[int, ...] = field(default=(1000, 424242, 31337), metadata={"range": (0, None)})
+    scenes: int = field(default=4, metadata={"range": (1, None)})
+    frames: int = field(default=4, metadata={"range": (1, None)})
+    size: tuple[int, int] = field(default=(228, 128), metadata={"range": (1, None)})  # W, H
     cache_dir: str = "data/heldout"
 
 
 def load_suite(name_or_path: str) -> SuiteConfig:
-    config = dataclass_from_dict(SuiteConfig, load_yaml(name_or_path, "eval"), f"eval suite {name_or_path}")
-    if not config.seeds or config.scenes < 1 or config.frames < 1 or len(config.size) != 2:
-        raise ValueError(f"eval suite {name_or_path}: needs seeds, scenes >= 1, frames >= 1 and size [W, H]")
+    section = f"eval suite config {name_or_path}"
+    config = dataclass_from_dict(SuiteConfig, load_yaml(name_or_path, "eval"), section)
+    if not config.seeds:
+        raise ValueError(f"{section}: seeds: needs at least one seed")
     return config
 
 

@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import math
 import os
-import random
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Sampler
-from torch.utils.data._utils.collate import default_collate
+from torch.utils.data import DataLoader
 
 from distillnerf.checkpoint import atomic_torch_save, load_checkpoint
 from distillnerf.config import ModelConfig, config_from_dict, load_model_config
@@ -29,10 +26,10 @@ from distillnerf.perception import resolve_device
 
 from .config import TrainConfig
 from .data import NuScenesKeyframes
-from .losses import DistillNeRFLoss, sample_distillation_points
-from .rendering import render_views
-
-TRAIN_STATE_VERSION = 1
+from .losses import DistillNeRFLoss
+from .reproducibility import (TRAIN_STATE_VERSION, StepBatchSampler, collate, load_train_state, lr_multiplier,
+                              rng_state, seed_everything, set_rng_state, to_device)
+from .train_step import TrainStep, class_prototypes, features_dir
 
 
 # -- distributed ---------------------------------------------------------------------------------------------------
@@ -45,160 +42,6 @@ def pick_device(name: str, local_rank: int) -> torch.device:
     """The library's device rule ('auto', 'cuda' without CUDA is an error), on this process's GPU under torchrun."""
     device = resolve_device(name)
     return torch.device("cuda", local_rank) if device.type == "cuda" else device
-
-
-# -- data order ----------------------------------------------------------------------------------------------------
-class StepBatchSampler(Sampler):
-    """Batches of indices for steps ``start..stop``: a fresh permutation per epoch seeded by (seed, epoch), the
-    global position ``(step * world + rank) * batch + j`` so ranks never share a sample within a step."""
-
-    def __init__(self, length: int, batch_size: int, seed: int, start: int, stop: int, rank: int = 0,
-                 world: int = 1) -> None:
-        self.length, self.batch_size, self.seed = length, batch_size, seed
-        self.start, self.stop, self.rank, self.world = start, stop, rank, world
-        self._perms: dict[int, torch.Tensor] = {}
-
-    def _perm(self, epoch: int) -> torch.Tensor:
-        if epoch not in self._perms:
-            self._perms = {epoch: torch.randperm(self.length, generator=torch.Generator().manual_seed(
-                self.seed * 100003 + epoch))}
-        return self._perms[epoch]
-
-    def indices(self, step: int) -> list[int]:
-        first = (step * self.world + self.rank) * self.batch_size
-        return [int(self._perm(q // self.length)[q % self.length]) for q in range(first, first + self.batch_size)]
-
-    def __iter__(self):
-        for step in range(self.start, self.stop):
-            yield self.indices(step)
-
-    def __len__(self) -> int:
-        return max(0, self.stop - self.start)
-
-
-def collate(items: list[dict]) -> dict:
-    return default_collate(items)
-
-
-def to_device(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
-# -- RNG and checkpoints -------------------------------------------------------------------------------------------
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def load_train_state(path: Path) -> dict:
-    if not path.is_file():
-        raise FileNotFoundError(f"no training checkpoint at {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # torch raises several types for a truncated or foreign file
-        raise ValueError(f"{path}: corrupt training checkpoint ({type(error).__name__}: {error})") from error
-    if not isinstance(state, dict) or state.get("format") != "distillnerf-train-state":
-        raise ValueError(f"{path}: not a distillnerf training checkpoint")
-    if state.get("version") != TRAIN_STATE_VERSION:
-        raise ValueError(f"{path}: training checkpoint version {state.get('version')}, expected {TRAIN_STATE_VERSION}")
-    return state
-
-
-def features_dir(config: TrainConfig) -> Path:
-    """Where the feature targets and their reducer.pt live (``data.features_dir``, default DATAROOT/features)."""
-    return Path(config.data.features_dir or Path(config.data.dataroot) / "features")
-
-
-def class_prototypes(folder: Path) -> torch.Tensor:
-    """The class prototypes (reduced class-prompt text embeddings) that ``distillnerf features`` stores beside its
-    targets in ``reducer.pt`` in ``folder``."""
-    path = Path(folder) / "reducer.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"losses.feature_contrast needs {path} (run distillnerf features)")
-    meta = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(meta, dict) or "class_targets" not in meta:
-        raise ValueError(f"{path} has no 'class_targets': re-run distillnerf features to write them")
-    return torch.as_tensor(meta["class_targets"], dtype=torch.float32)
-
-
-# -- schedule ------------------------------------------------------------------------------------------------------
-def lr_multiplier(config: TrainConfig):
-    s, total = config.schedule, config.train.max_steps
-
-    def multiplier(step: int) -> float:
-        if s.warmup_steps > 0 and step < s.warmup_steps:
-            return (step + 1) / s.warmup_steps
-        if s.kind == "cosine":
-            progress = min(1.0, (step - s.warmup_steps) / max(1, total - s.warmup_steps))
-            return s.min_ratio + (1 - s.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-        if s.kind == "step":
-            return s.gamma ** ((step - s.warmup_steps) // s.step_size)
-        return 1.0
-
-    return multiplier
-
-
-# -- one step as a module (so DDP sees every parameter use inside forward) -----------------------------------------
-class TrainStep(nn.Module):
-    """Model forward, camera dropout, KDBTS teacher pass, virtual-view renders and the losses, in one forward."""
-
-    def __init__(self, model: DistillNeRF, loss: DistillNeRFLoss, render_virtual: bool) -> None:
-        super().__init__()
-        self.model, self.loss, self.render_virtual = model, loss, render_virtual
-
-    def _dropout(self, valid: torch.Tensor) -> torch.Tensor:
-        cfg = self.loss.config
-        student = valid.clone()
-        for b in range(valid.shape[0]):
-            if float(torch.rand(())) >= cfg.camera_dropout:
-                continue
-            present = valid[b].nonzero()[:, 0]
-            most = min(cfg.camera_dropout_max, len(present) - 1)
-            if most < 1:
-                continue
-            count = int(torch.randint(1, most + 1, ()))
-            student[b, present[torch.randperm(len(present))[:count]]] = False
-        return student
-
-    def forward(self, batch: dict) -> tuple[torch.Tensor, dict, dict]:
-        cfg = self.loss.config
-        valid = batch["camera_valid"]
-        student_valid = self._dropout(valid) if self.training and cfg.camera_dropout > 0 else valid
-        out = self.model(batch["images"], batch["intrinsics"], batch["cam_to_ego"], student_valid)
-        extra: dict = {}
-        if cfg.density_distill > 0:
-            with torch.no_grad():
-                teacher = self.model(batch["images"], batch["intrinsics"], batch["cam_to_ego"], valid)
-                points = sample_distillation_points(teacher["depth"], teacher["render_intrinsics"],
-                                                    batch["cam_to_ego"], cfg.density_points)
-                teacher_density = self.model.query_density(teacher["field"], points)
-            extra["density"] = {"student": self.model.query_density(out["field"], points),
-                                "teacher": teacher_density}
-        if cfg.coordinate > 0 and "coordinate_prediction" in out:
-            extra["coordinates"] = (out["coordinate_prediction"], out["coordinate_target"])
-        if self.render_virtual and "virtual_valid" in batch and bool(batch["virtual_valid"].any()):
-            extra["virtual"] = render_views(self.model, out, batch["intrinsics"], batch["virtual_cam_to_ego"])
-        # Dropped cameras leave the 2D losses: their rays cross space no visible camera observed, which only the
-        # 3D teacher (density distillation) can describe; depth targets there would teach hallucinated surfaces.
-        with torch.autocast(batch["images"].device.type, enabled=False):  # losses in fp32 under AMP
-            total, terms = self.loss(out, {**batch, "camera_valid": student_valid}, extra)
-        return total, terms, out
 
 
 # -- the trainer ---------------------------------------------------------------------------------------------------

@@ -9,12 +9,12 @@ import sys
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         name, help="write a checkpoint's weights under a model config file's inference settings",
-        description="Copy CHECKPOINT's weights and extras to OUT with the model config MODEL (config/model/<name>.yaml "
-                    "or a path). The configs may differ only in inference settings (occupancy_threshold, "
-                    "occupancy_subsamples, visibility_margin): how settings calibrated after training reach a "
-                    "shipped checkpoint.")
+        description="Copy CHECKPOINT's weights and extras to OUT with the model config MODEL "
+                    "(distillnerf/configs/model/<name>.yaml or a path). The configs may differ only in inference "
+                    "settings (occupancy_threshold, occupancy_subsamples, visibility_margin): how settings calibrated "
+                    "after training reach a shipped checkpoint.")
     p.add_argument("--checkpoint", required=True, help="trained inference checkpoint (a run's model.pt)")
-    p.add_argument("--model-config", required=True, help="model config name (config/model) or YAML path")
+    p.add_argument("--model-config", required=True, help="model config name (distillnerf/configs/model) or YAML path")
     p.add_argument("--out", required=True, help="checkpoint to write (atomically)")
     p.set_defaults(func=run)
     return p

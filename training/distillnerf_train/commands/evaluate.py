@@ -19,8 +19,9 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--data", help="nuScenes-format dataroot, or a DGP dataset (DDAD: scene_dataset_v1.0.json; depth "
                                   "against its LiDAR only), or --suite")
     p.add_argument("--suite", metavar="NAME",
-                   help="score on a held-out suite instead (config/eval/NAME.yaml, e.g. heldout): every seed, the mean "
-                        "and the worst; each seed's synthetic dataset is generated on first use and cached")
+                   help="score on a held-out suite instead (distillnerf_train/configs/eval/NAME.yaml, e.g. "
+                        "heldout): every seed, the mean and the worst; each seed's synthetic dataset is generated "
+                        "on first use and cached")
     p.add_argument("--version", default="v1.0-trainval", help="table folder, e.g. v1.0-mini, v1.0-synth")
     p.add_argument("--scenes", nargs="*", help="scene names to evaluate (default: all)")
     p.add_argument("--max-samples", type=int, help="evaluate only the first N keyframes")

@@ -15,7 +15,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
         description="Extract dense CLIP features (value embedding of the last attention block, projected to the "
                     "joint space) and optionally DINOv2 patch features from LOCAL weight files, fit a 64-d PCA + "
                     "min-max reducer over the dataset, and write DIR/features/<sample_data_token>.npz plus "
-                    "DIR/features/reducer.pt. Defaults come from config/train/features.yaml.")
+                    "DIR/features/reducer.pt. Defaults come from distillnerf_train/configs/train/features.yaml.")
     p.add_argument("--data", required=True, help="nuScenes-format dataroot")
     p.add_argument("--version", help="table folder, e.g. v1.0-trainval, v1.0-mini, v1.0-synth (not with "
                                      "--from-semantics)")
@@ -27,13 +27,15 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                    help="with --from-semantics: the text-tower weights path recorded in reducer.pt (a relative path "
                         "is resolved beside the checkpoint that carries it)")
     p.add_argument("--clip-model", required=True,
-                   help="open_clip architecture (e.g. ViT-L-14-336) or a config/foundation name (clip_tiny)")
+                   help="open_clip architecture (e.g. ViT-L-14-336) or a distillnerf/configs/foundation name "
+                        "(clip_tiny)")
     p.add_argument("--clip-weights", required=True, help="local open_clip weight file (.pt/.bin)")
     p.add_argument("--dino-model", help="timm DINOv2 architecture (e.g. vit_base_patch14_dinov2) or config name")
     p.add_argument("--dino-weights", help="local timm state dict for --dino-model")
     p.add_argument("--size", type=image_size, help="WxH fed to the foundation models")
     p.add_argument("--out", help="output folder (default DIR/features)")
-    p.add_argument("--config", default="features", help="defaults file (name in config/train or a path)")
+    p.add_argument("--config", default="features",
+                   help="defaults file (name in distillnerf_train/configs/train or a path)")
     p.add_argument("--device", help="torch device, e.g. cpu or cuda")
     p.set_defaults(func=run)
     return p

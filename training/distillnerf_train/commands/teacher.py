@@ -25,7 +25,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
         description="Optimise a per-scene field on all keyframes and cameras (photometric L1, LiDAR depth, "
                     "line-of-sight loss), then write DIR/teacher/<sample_data_token>.npz for every keyframe camera "
                     "(depth, sky, virtual views 1 m left/right/up) and DIR/teacher/scenes/<scene>.json with the "
-                    "fit's figures. Defaults come from config/train/teacher.yaml.")
+                    "fit's figures. Defaults come from distillnerf_train/configs/train/teacher.yaml.")
     p.add_argument("--data", required=True, help="nuScenes-format dataroot")
     p.add_argument("--version", required=True, help="table folder, e.g. v1.0-trainval, v1.0-synth")
     p.add_argument("--scene", action="append", help="scene name (repeatable); default: every scene of the version")
@@ -34,7 +34,7 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--size", type=image_size, help="WxH of training rays and cached renders")
     p.add_argument("--device", help="torch device, e.g. cpu or cuda")
     p.add_argument("--out", help="output folder (default DIR/teacher)")
-    p.add_argument("--config", default="teacher", help="config name in config/train or a path")
+    p.add_argument("--config", default="teacher", help="config name in distillnerf_train/configs/train or a path")
     p.add_argument("--skip-done", action="store_true", help="skip scenes whose scenes/<scene>.json exists")
     p.set_defaults(func=run)
     return p

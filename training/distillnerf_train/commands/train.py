@@ -10,11 +10,12 @@ import sys
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         name, help="train DistillNeRF (single process or torchrun DDP)",
-        description="Train from config/train/<name>.yaml or a path. Writes OUT/checkpoints/last.pt (resumable "
-                    "state) and OUT/model.pt (inference checkpoint for distillnerf.checkpoint.load_checkpoint), "
+        description="Train from distillnerf_train/configs/train/<name>.yaml or a path. Writes "
+                    "OUT/checkpoints/last.pt (resumable state) and OUT/model.pt (inference checkpoint for distillnerf.checkpoint.load_checkpoint), "
                     "TensorBoard logs in OUT/tensorboard. Multi-process: torchrun --nproc_per_node K -m "
                     "distillnerf.cli train ... (gloo on CPU, NCCL on CUDA).")
-    p.add_argument("--config", required=True, help="training config name (config/train) or YAML path")
+    p.add_argument("--config", required=True,
+                   help="training config name (distillnerf_train/configs/train) or YAML path")
     p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="STATE",
                    help="continue from OUT/checkpoints/last.pt (or the given state file) exactly where it stopped")
     p.add_argument("--out", help="output folder (default: train.out of the config)")

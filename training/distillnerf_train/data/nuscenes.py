@@ -12,16 +12,16 @@ import contextlib
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from distillnerf.dataclass_config import dataclass_from_dict
 from distillnerf.lidar import load_lidar_points, project_depth
 from distillnerf.rig import NUSCENES_CAMERAS, pose_matrix
-
-from ..dataclass_config import dataclass_from_dict
 
 from .geometry import camera_to_keyframe_ego, rescale_intrinsics
 from .targets import VIRTUAL_VIEWS, read_npz, resize_depth, resize_features, resize_image, resize_mask
@@ -41,7 +41,7 @@ class DataConfig:
     lidar_min_depth: float = 1.0
     lidar_max_depth: float = 80.0
     sky_depth: float = 115.0
-    dense_depth: str = "auto"  # teacher | gt | auto (teacher, else gt) | none
+    dense_depth: Literal["teacher", "gt", "auto", "none"] = "auto"  # auto = teacher, else gt
     teacher: bool = True  # read DIR/teacher/* when present
     features: bool = True  # read DIR/features/* when present
     feature_dim: int = 64
@@ -56,9 +56,7 @@ class DataConfig:
 
     @classmethod
     def from_dict(cls, data: dict | None) -> "DataConfig":
-        config = dataclass_from_dict(cls, data, "data")
-        if config.dense_depth not in ("teacher", "gt", "auto", "none"):
-            raise ValueError(f"data config: dense_depth must be teacher, gt, auto or none, got {config.dense_depth!r}")
+        config = dataclass_from_dict(cls, data, "data config")
         if not 0 < config.lidar_min_depth < config.lidar_max_depth:
             raise ValueError(f"data config: need 0 < lidar_min_depth < lidar_max_depth, got {config.lidar_min_depth} "
                              f"and {config.lidar_max_depth}")

@@ -26,7 +26,7 @@ from .extractors import DinoV2Extractor, MaskClipExtractor
 
 @dataclass
 class FeatureJob:
-    """Everything ``distillnerf features`` needs (CLI arguments over config/train/features.yaml)."""
+    """Everything ``distillnerf features`` needs (CLI arguments over distillnerf_train/configs/train/features.yaml)."""
 
     data: str
     version: str

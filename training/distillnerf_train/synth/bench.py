@@ -8,11 +8,12 @@ import time
 
 import numpy as np
 
+from distillnerf_train.synth.config import SynthSource
 from distillnerf_train.synth.world import SyntheticWorld
 
 
 def bench_keyframes(sizes: list[tuple[int, int]], seed: int = 0, repeats: int = 3, rig: str = "nuscenes",
-                    config: str = "default") -> dict:
+                    config: SynthSource = "default") -> dict:
     """Median wall-clock seconds per full keyframe (and per part) at each camera size, and the process CPU seconds
     (which other jobs on a shared machine do not inflate); files are not written."""
     results = []
@@ -42,6 +43,6 @@ def bench_keyframes(sizes: list[tuple[int, int]], seed: int = 0, repeats: int = 
                         "cpu_seconds_per_keyframe": round(median["cpu"], 3),
                         "seconds": {k: round(v, 3) for k, v in median.items() if k not in ("keyframe", "cpu")},
                         "lidar_points": int(key.lidar.points.shape[0]),
-                        "threads": int(world.config.get("compute", {}).get("threads", 1))})
+                        "threads": world.config.compute.threads})
     return {"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (os.cpu_count), {platform.python_version()}",
             "repeats": repeats, "results": results}

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from distillnerf.cli import image_size
-
 
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
@@ -18,12 +18,14 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--scenes", type=int, default=1, help="number of scenes (default 1)")
     p.add_argument("--frames", type=int, default=3, help="keyframes (2 Hz) per scene (default 3)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--rig", default="nuscenes", help="rig name in config/rigs or a rig file (default nuscenes)")
+    p.add_argument("--rig", default="nuscenes",
+                   help="rig name in distillnerf/configs/rigs or a rig file (default nuscenes)")
     p.add_argument("--size", type=image_size, default=None, metavar="WxH",
                    help="render every camera at this size (intrinsics scaled); default: the rig's size")
     p.add_argument("--sweeps", action="store_true", help="also write 12 Hz camera sweeps between keyframes")
     p.add_argument("--version", default="v1.0-synth", help="nuScenes version folder name (default v1.0-synth)")
-    p.add_argument("--config", default="default", help="world settings in config/synth (default: default)")
+    p.add_argument("--config", default="default",
+                   help="world settings in distillnerf_train/configs/synth (default: default)")
     p.add_argument("--bench", action="store_true", help="print keyframes per second at 228x128 and 800x450")
     p.add_argument("--json", action="store_true", help="with --bench: print JSON")
     p.add_argument("--repeats", type=int, default=3, help="with --bench: keyframes timed per size")
@@ -35,6 +37,13 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import json
 
+    from distillnerf_train.synth.config import load_synth_config
+
+    try:
+        args.config = load_synth_config(args.config)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"distillnerf synth: {error}", file=sys.stderr)
+        return 2
     if args.bench:
         from distillnerf_train.synth.bench import bench_keyframes
 

@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from distillnerf.rig import Rig, load_rig, matrix_to_quaternion
-from distillnerf_train.synth.config import load_synth_config
+from distillnerf_train.synth.config import SynthConfig, SynthSource, load_synth_config
 from distillnerf_train.synth.world import CameraFrame, Keyframe, SyntheticWorld
 
 LIDAR_CHANNEL = "LIDAR_TOP"
@@ -129,7 +129,7 @@ def _camera_files(frame: CameraFrame, path: Path, gt_path: Path, quality: int) -
 
 def generate_dataset(out: str | os.PathLike, scenes: int = 1, frames: int = 3, seed: int = 0,
                      rig: str | os.PathLike | Rig = "nuscenes", size: tuple[int, int] | None = None,
-                     sweeps: bool = False, version: str = "v1.0-synth", config: str | os.PathLike | dict = "default",
+                     sweeps: bool = False, version: str = "v1.0-synth", config: SynthSource = "default",
                      progress=None) -> dict:
     """Render ``scenes`` x ``frames`` keyframes into the nuScenes dataroot ``out``; return a summary dict."""
     if scenes < 1 or frames < 1:
@@ -140,10 +140,10 @@ def generate_dataset(out: str | os.PathLike, scenes: int = 1, frames: int = 3, s
     rig = rig if isinstance(rig, Rig) else load_rig(rig)
     if size is not None:
         rig = rig.resized(int(size[0]), int(size[1]))
-    timing = cfg["timing"]
-    keyframe_dt = 1.0 / float(timing["keyframe_hz"])
-    sweeps_per_keyframe = int(round(float(timing["sweep_hz"]) / float(timing["keyframe_hz"]))) if sweeps else 1
-    quality = int(cfg["camera"]["jpeg_quality"])
+    timing = cfg.timing
+    keyframe_dt = 1.0 / timing.keyframe_hz
+    sweeps_per_keyframe = int(round(timing.sweep_hz / timing.keyframe_hz)) if sweeps else 1
+    quality = cfg.camera.jpeg_quality
     tables = _Tables()
     T = tables.add
 
@@ -166,7 +166,7 @@ def generate_dataset(out: str | os.PathLike, scenes: int = 1, frames: int = 3, s
         name = f"scene-{scene_index:04d}"
         drive_seconds = (frames - 1) * keyframe_dt + 1.0
         world = SyntheticWorld(scene_seed(seed, scene_index), cfg, rig, None, drive_seconds, name=name)
-        start_us = int(timing["base_timestamp_us"]) + int(round(scene_index * float(timing["scene_spacing_s"]) * 1e6))
+        start_us = timing.base_timestamp_us + int(round(scene_index * timing.scene_spacing_s * 1e6))
         date = datetime.datetime.fromtimestamp(start_us / 1e6, tz=datetime.timezone.utc)
         logfile = f"synth-{date:%Y-%m-%d-%H-%M-%S}-seed{seed}-{name}"
         log = T("log", {"token": make_token(seed, name, "log"), "logfile": logfile, "vehicle": "synth",
@@ -270,11 +270,11 @@ def generate_dataset(out: str | os.PathLike, scenes: int = 1, frames: int = 3, s
 
 
 def _annotate(world: SyntheticWorld, keyframe: Keyframe, sample_token: str, annotations: dict, categories: dict,
-              cfg: dict, seed: int, scene_name: str, attribute_tokens: dict) -> None:
+              cfg: SynthConfig, seed: int, scene_name: str, attribute_tokens: dict) -> None:
     """Boxes (global frame) of the objects near the ego at this keyframe, with LiDAR point counts."""
     t = keyframe.time
     ego = world.ego_to_street(t)[:3, 3]
-    limit = float(cfg["occupancy"]["annotation_range"])
+    limit = cfg.occupancy.annotation_range
     to_global = world.scene.street_to_global
     street_yaw = float(np.arctan2(to_global[1, 0], to_global[0, 0]))
     ids, counts = np.unique(keyframe.lidar.instance, return_counts=True)

@@ -1,7 +1,8 @@
 """Make a rig file from a DGP (DDAD) scene's calibration JSON: ``python -m distillnerf_train.synth.dgp_rig``.
 
-Run by hand once to write ``config/rigs/ddad.yaml``; the data itself is never copied. DGP extrinsics are sensor to
-vehicle poses with optical camera frames (x right, y down, z forward), the same convention as nuScenes and the rig.
+Run by hand once to write ``model/distillnerf/configs/rigs/ddad.yaml``; the data itself is never copied. DGP
+extrinsics are sensor to vehicle poses with optical camera frames (x right, y down, z forward), the same convention
+as nuScenes and the rig.
 Cameras are ordered like the nuScenes rig (front-left, front, front-right, back-right, back, back-left) by the
 direction they look.
 """
@@ -47,7 +48,7 @@ def rig_from_dgp(scene_dir: Path, width: int, height: int, name: str = "ddad") -
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scene_dir", type=Path, help="a DGP scene folder with calibration/*.json")
-    parser.add_argument("out", type=Path, help="rig file to write, e.g. config/rigs/ddad.yaml")
+    parser.add_argument("out", type=Path, help="rig file to write, e.g. model/distillnerf/configs/rigs/ddad.yaml")
     parser.add_argument("--size", default="1936x1216", help="image size of the cameras (DDAD: 1936x1216)")
     args = parser.parse_args(argv)
     width, height = (int(v) for v in args.size.split("x"))

@@ -1,4 +1,5 @@
-"""Procedural street layouts: one seeded random street per scene, built from the ranges in ``config/synth``.
+"""Procedural street layouts: one seeded random street per scene, built from the ranges in the synth configs
+(``distillnerf_train/configs/synth``).
 
 Cross-section (y from the centre line outwards, per side): driving lanes, an optional parking lane, a raised
 sidewalk, a verge of terrain or paved plaza, then building lots. The ego drives in a lane on the right (y < 0) side
@@ -7,8 +8,11 @@ towards +x; right-side traffic drives towards +x and left-side traffic towards -
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
+from distillnerf_train.synth.config import PER_SCENE_RATES, SynthConfig
 from distillnerf_train.synth.geometry import BOX, CYLINDER, ELLIPSOID, Primitives
 from distillnerf_train.synth.scene import (CHECKER, CLASS_ID, NOISE, ROAD, STRIPES, WINDOWS, EgoDrive, GroundStrips,
                                            Lighting, Materials, ObjectRecord, Scene)
@@ -26,7 +30,7 @@ CATEGORIES = {  # our object kinds -> (nuScenes category, Occ3D class)
 class _Builder:
     """Collects primitives, materials and annotatable objects while the layout is drawn."""
 
-    def __init__(self, rng: np.random.Generator, cfg: dict):
+    def __init__(self, rng: np.random.Generator, cfg: SynthConfig):
         self.rng = rng
         self.cfg = cfg
         self.rows: list[dict] = []
@@ -38,8 +42,7 @@ class _Builder:
         return float(self.rng.uniform(bounds[0], bounds[1]))
 
     def colour(self, name: str) -> np.ndarray:
-        low, high = self.cfg["colours"][name]
-        return self.rng.uniform(low, high)
+        return self.rng.uniform(*getattr(self.cfg.colours, name))  # low and high RGB
 
     def material(self, **spec) -> int:
         spec.setdefault("reflectance", 0.3)
@@ -61,33 +64,32 @@ class _Builder:
                                          np.asarray(velocity, float)))
 
 
-def _draw_scene_rates(rng: np.random.Generator, cfg: dict) -> dict:
+def _draw_scene_rates(rng: np.random.Generator, cfg: SynthConfig) -> SynthConfig:
     """Object rates given as [low, high] take one uniform value for this scene (see PER_SCENE_RATES)."""
-    from .config import PER_SCENE_RATES
-
-    objects = dict(cfg["objects"])
+    drawn = {}
     for key in PER_SCENE_RATES:
-        if isinstance(objects[key], (list, tuple)):
-            objects[key] = float(rng.uniform(objects[key][0], objects[key][1]))
-    return {**cfg, "objects": objects}
+        rate = getattr(cfg.objects, key)
+        if isinstance(rate, tuple):
+            drawn[key] = float(rng.uniform(rate[0], rate[1]))
+    return replace(cfg, objects=replace(cfg.objects, **drawn)) if drawn else cfg
 
 
-def build_scene(rng: np.random.Generator, cfg: dict, drive_seconds: float, name: str = "synth") -> Scene:
+def build_scene(rng: np.random.Generator, cfg: SynthConfig, drive_seconds: float, name: str = "synth") -> Scene:
     """A random street long enough for ``drive_seconds`` of ego driving, with everything the config asks for."""
     cfg = _draw_scene_rates(rng, cfg)
     b = _Builder(rng, cfg)
-    st, ob = cfg["street"], cfg["objects"]
+    st = cfg.street
 
     # Ego drive and street extent.
-    ego_cfg = cfg["ego"]
-    lanes = int(rng.integers(st["lanes_per_direction"][0], st["lanes_per_direction"][1] + 1))
-    lane_w = b.uniform(st["lane_width"])
+    ego_cfg = cfg.ego
+    lanes = int(rng.integers(st.lanes_per_direction[0], st.lanes_per_direction[1] + 1))
+    lane_w = b.uniform(st.lane_width)
     ego_lane = int(rng.integers(0, lanes))
-    ego = EgoDrive(b.uniform(ego_cfg["start_x"]), b.uniform(ego_cfg["speed"]), -(ego_lane + 0.5) * lane_w,
-                   b.uniform(ego_cfg["sway_amplitude"]), b.uniform(ego_cfg["sway_period_s"]),
+    ego = EgoDrive(b.uniform(ego_cfg.start_x), b.uniform(ego_cfg.speed), -(ego_lane + 0.5) * lane_w,
+                   b.uniform(ego_cfg.sway_amplitude), b.uniform(ego_cfg.sway_period_s),
                    b.uniform((0.0, 2 * np.pi)))
-    x_min = ego.start_x - st["extent_behind"]
-    x_max = ego.start_x + ego.speed * drive_seconds + st["extent_ahead"]
+    x_min = ego.start_x - st.extent_behind
+    x_max = ego.start_x + ego.speed * drive_seconds + st.extent_ahead
     length = x_max - x_min
 
     # Materials of the ground.
@@ -105,12 +107,12 @@ def build_scene(rng: np.random.Generator, cfg: dict, drive_seconds: float, name:
         for k in range(1, lanes):
             markings.append((side * k * lane_w, True))
         markings.append((side * (road - 0.3), False))
-        parking = rng.random() < st["parking_lane_probability"]
+        parking = rng.random() < st.parking_lane_probability
         if parking:
-            road += b.uniform(st["parking_lane_width"])
-        sidewalk = b.uniform(st["sidewalk_width"])
-        verge = b.uniform(st["verge_width"])
-        paved = rng.random() < st["plaza_probability"]
+            road += b.uniform(st.parking_lane_width)
+        sidewalk = b.uniform(st.sidewalk_width)
+        verge = b.uniform(st.verge_width)
+        paved = rng.random() < st.plaza_probability
         sides[side] = dict(road=road, parking=parking, sidewalk=sidewalk, verge=verge, paved=paved,
                            lot=road + sidewalk + verge)
 
@@ -126,7 +128,7 @@ def build_scene(rng: np.random.Generator, cfg: dict, drive_seconds: float, name:
                           np.array([m for _, m in strip_classes], np.int32))
 
     # Raised sidewalks, in segments so that cameras cull them well.
-    curb = st["curb_height"]
+    curb = st.curb_height
     for side, s in sides.items():
         y = side * (s["road"] + s["sidewalk"] / 2)
         for x0 in np.arange(x_min, x_max, 20.0):
@@ -139,14 +141,14 @@ def build_scene(rng: np.random.Generator, cfg: dict, drive_seconds: float, name:
         _street_furniture(b, side, s, x_min, x_max, length)
     _traffic(b, sides, lanes, lane_w, ego, ego_lane, x_min, x_max, length)
 
-    light_cfg = cfg["lighting"]
-    elevation = np.radians(b.uniform(light_cfg["sun_elevation"]))
+    light_cfg = cfg.lighting
+    elevation = np.radians(b.uniform(light_cfg.sun_elevation))
     azimuth = b.uniform((-np.pi, np.pi))
     lighting = Lighting(
         np.array([np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth), np.sin(elevation)]),
-        b.uniform(light_cfg["sun_intensity"]), b.uniform(light_cfg["ambient"]),
-        rng.uniform(*light_cfg["sky_zenith"]), rng.uniform(*light_cfg["sky_horizon"]),
-        b.uniform(light_cfg["haze_distance"]))
+        b.uniform(light_cfg.sun_intensity), b.uniform(light_cfg.ambient),
+        rng.uniform(*light_cfg.sky_zenith), rng.uniform(*light_cfg.sky_horizon),
+        b.uniform(light_cfg.haze_distance))
 
     yaw = b.uniform((-np.pi, np.pi))
     street_to_global = np.eye(4)
@@ -154,25 +156,25 @@ def build_scene(rng: np.random.Generator, cfg: dict, drive_seconds: float, name:
     street_to_global[:2, 3] = rng.uniform(300.0, 2000.0, size=2)
 
     return Scene(Primitives.from_rows(b.rows), Materials.from_rows(b.materials), ground, lighting, ego,
-                 street_to_global, markings, st["marking_width"], st["dash_length"], st["dash_period"], marking,
+                 street_to_global, markings, st.marking_width, st.dash_length, st.dash_period, marking,
                  b.objects, name)
 
 
 def _buildings(b: _Builder, sides: dict, x_min: float, x_max: float) -> None:
-    cfg = b.cfg["buildings"]
+    cfg = b.cfg.buildings
     for side, s in sides.items():
         x = x_min - 20.0
         while x < x_max + 20.0:
-            width = b.uniform(cfg["width"])
-            if b.rng.random() < cfg["probability"]:
-                depth, height = b.uniform(cfg["depth"]), b.uniform(cfg["height"])
-                front = s["lot"] + b.uniform(cfg["setback"])
+            width = b.uniform(cfg.width)
+            if b.rng.random() < cfg.probability:
+                depth, height = b.uniform(cfg.depth), b.uniform(cfg.height)
+                front = s["lot"] + b.uniform(cfg.setback)
                 pattern = WINDOWS if b.rng.random() < 0.8 else CHECKER
                 mat = b.material(base=b.colour("building"), second=b.colour("window"), pattern=pattern,
                                  scale=b.uniform((2.8, 3.6)), contrast=0.12, reflectance=0.35)
                 b.part(BOX, (x + width / 2, side * (front + depth / 2), height / 2), (width / 2, depth / 2, height / 2),
                        CLASS_ID["manmade"], mat, b.instance())
-            x += width + b.uniform(cfg["gap"])
+            x += width + b.uniform(cfg.gap)
 
 
 def _count(b: _Builder, per_100m: float, length: float) -> int:
@@ -181,13 +183,13 @@ def _count(b: _Builder, per_100m: float, length: float) -> int:
 
 def _street_furniture(b: _Builder, side: int, s: dict, x_min: float, x_max: float, length: float) -> None:
     """Poles, trees, bushes and pedestrians on one side (counts per side are half the configured totals)."""
-    ob = b.cfg["objects"]
+    ob = b.cfg.objects
     curb_y = s["road"]
     walk_in, walk_out = s["road"] + 0.3, s["road"] + s["sidewalk"] - 0.3
     pole_mat = b.material(base=b.colour("pole"), pattern=STRIPES, second=b.colour("pole") * 0.7, scale=1.0,
                           contrast=0.05, reflectance=0.6)
-    for _ in range(_count(b, ob["poles"] / 2, length)):
-        x, h, r = b.uniform((x_min, x_max)), b.uniform(ob["pole_height"]), b.uniform(ob["pole_radius"])
+    for _ in range(_count(b, ob.poles / 2, length)):
+        x, h, r = b.uniform((x_min, x_max)), b.uniform(ob.pole_height), b.uniform(ob.pole_radius)
         inst = b.instance()
         y = side * (curb_y + 0.5)
         b.part(CYLINDER, (x, y, h / 2), (r, r, h / 2), CLASS_ID["manmade"], pole_mat, inst)
@@ -195,17 +197,17 @@ def _street_furniture(b: _Builder, side: int, s: dict, x_min: float, x_max: floa
         b.part(BOX, (x, y - side * arm / 2, h - 0.1), (0.25, arm / 2, 0.1), CLASS_ID["manmade"], pole_mat, inst)
 
     trunk_mat = b.material(base=b.colour("trunk"), pattern=NOISE, scale=0.2, contrast=0.3, reflectance=0.3)
-    for _ in range(_count(b, ob["trees"] / 2, length)):
+    for _ in range(_count(b, ob.trees / 2, length)):
         x = b.uniform((x_min, x_max))
         on_verge = s["verge"] > 1.5 and not s["paved"]
         if on_verge:
             y = side * (s["road"] + s["sidewalk"] + b.uniform((0.6, s["verge"] - 0.6)))
         else:
             y = side * (walk_out - 0.2)
-        trunk_h, crown = b.uniform(ob["trunk_height"]), b.uniform(ob["crown_radius"])
+        trunk_h, crown = b.uniform(ob.trunk_height), b.uniform(ob.crown_radius)
         crown_h = crown * b.uniform((0.8, 1.3))
         # Crowns that may reach over the road hang high enough for traffic to pass below.
-        clearance = ob["crown_clearance"][0 if on_verge else 1]
+        clearance = ob.crown_clearance[0 if on_verge else 1]
         crown_z = max(trunk_h - 0.3 * crown_h, clearance) + crown_h
         r = b.uniform((0.12, 0.3))
         leaves = b.material(base=b.colour("vegetation"), pattern=NOISE, scale=0.35, contrast=0.45, reflectance=0.45)
@@ -214,7 +216,7 @@ def _street_furniture(b: _Builder, side: int, s: dict, x_min: float, x_max: floa
         b.part(ELLIPSOID, (x, y, crown_z), (crown, crown, crown_h), CLASS_ID["vegetation"], leaves, inst)
 
     if s["verge"] > 1.2 and not s["paved"]:
-        for _ in range(_count(b, ob["bushes"] / 2, length)):
+        for _ in range(_count(b, ob.bushes / 2, length)):
             x = b.uniform((x_min, x_max))
             rx, rz = b.uniform((0.4, min(1.2, s["verge"] / 2 - 0.1))), b.uniform((0.35, 0.9))
             y = side * (s["road"] + s["sidewalk"] + b.uniform((rx, s["verge"] - rx)))
@@ -222,11 +224,11 @@ def _street_furniture(b: _Builder, side: int, s: dict, x_min: float, x_max: floa
             b.part(ELLIPSOID, (x, y, 0.5 * rz), (rx, rx * b.uniform((0.7, 1.3)), rz), CLASS_ID["vegetation"], leaves,
                    b.instance())
 
-    for _ in range(_count(b, ob["pedestrians"] / 2, length)):
+    for _ in range(_count(b, ob.pedestrians / 2, length)):
         x, y = b.uniform((x_min, x_max)), side * b.uniform((walk_in, walk_out))
-        h = b.uniform(ob["pedestrian_height"])
-        walking = b.rng.random() < ob["walking_fraction"]
-        speed = b.uniform(ob["pedestrian_speed"]) * b.rng.choice([-1.0, 1.0]) if walking else 0.0
+        h = b.uniform(ob.pedestrian_height)
+        walking = b.rng.random() < ob.walking_fraction
+        speed = b.uniform(ob.pedestrian_speed) * b.rng.choice([-1.0, 1.0]) if walking else 0.0
         velocity = (speed, 0.0, 0.0)
         inst = b.instance()
         clothes = b.material(base=b.colour("pedestrian"), second=b.colour("pedestrian"), pattern=STRIPES,
@@ -244,8 +246,7 @@ def _street_furniture(b: _Builder, side: int, s: dict, x_min: float, x_max: floa
 
 def _vehicle(b: _Builder, kind: str, x: float, y: float, heading: float, speed: float) -> tuple[float, float]:
     """A car, truck or bus centred at (x, y) facing ``heading`` (0 or pi); returns its (length, width)."""
-    ob = b.cfg["objects"]
-    length, width, height = b.rng.uniform(*ob[f"{kind}_size"])
+    length, width, height = b.rng.uniform(*b.cfg.objects.size_range(kind))
     velocity = (speed * np.cos(heading), 0.0, 0.0)
     paint = b.material(base=b.colour("vehicle"), pattern=NOISE, scale=0.3, contrast=0.15, reflectance=0.7)
     glass = b.material(base=b.colour("window"), contrast=0.02, reflectance=0.2)
@@ -280,10 +281,10 @@ def _vehicle(b: _Builder, kind: str, x: float, y: float, heading: float, speed: 
 
 def _traffic(b: _Builder, sides: dict, lanes: int, lane_w: float, ego: EgoDrive, ego_lane: int, x_min: float,
              x_max: float, length: float) -> None:
-    ob = b.cfg["objects"]
+    ob = b.cfg.objects
     # Work zone: cones and barriers along one road edge (parking lane, else the sidewalk edge).
     zone = None
-    if b.rng.random() < ob["work_zone_probability"]:
+    if b.rng.random() < ob.work_zone_probability:
         side = int(b.rng.choice([-1, 1]))
         s = sides[side]
         start = b.uniform((ego.start_x + 10.0, x_max - 40.0))
@@ -291,13 +292,13 @@ def _traffic(b: _Builder, sides: dict, lanes: int, lane_w: float, ego: EgoDrive,
         y_edge = side * (s["road"] - 0.8) if s["parking"] else side * (s["road"] + 0.5)
         cone_mat = b.material(base=b.colour("cone"), second=(0.95, 0.95, 0.95), pattern=STRIPES, scale=0.18,
                               contrast=0.0, reflectance=0.9)
-        for x in np.sort(b.rng.uniform(start, start + 25.0, int(b.rng.integers(*ob["cones_per_zone"])))):
+        for x in np.sort(b.rng.uniform(start, start + 25.0, int(b.rng.integers(*ob.cones_per_zone)))):
             inst = b.instance()
             b.part(CYLINDER, (x, y_edge, 0.36), (0.14, 0.14, 0.36), CLASS_ID["traffic_cone"], cone_mat, inst)
             b.annotate("cone", inst, (x, y_edge, 0.36), 0.28, 0.28, 0.72, 0.0, (0, 0, 0))
         barrier_mat = b.material(base=b.colour("barrier"), second=(0.9, 0.1, 0.1), pattern=STRIPES, scale=0.25,
                                  contrast=0.0, reflectance=0.8)
-        count = int(b.rng.integers(*ob["barriers_per_zone"]))
+        count = int(b.rng.integers(*ob.barriers_per_zone))
         for k in range(count):
             x = start + 2.0 + k * 2.2
             inst = b.instance()
@@ -308,7 +309,7 @@ def _traffic(b: _Builder, sides: dict, lanes: int, lane_w: float, ego: EgoDrive,
     # Parked cars in the parking lanes, bumper to bumper with random gaps, skipping the work zone.
     parking_sides = [side for side, s in sides.items() if s["parking"]]
     if parking_sides:
-        mean_gap = 100.0 / max(ob["parked_cars"] / len(parking_sides), 1e-3)
+        mean_gap = 100.0 / max(ob.parked_cars / len(parking_sides), 1e-3)
         for side in parking_sides:
             s = sides[side]
             y = side * (lanes * lane_w + (s["road"] - lanes * lane_w) / 2)
@@ -322,20 +323,20 @@ def _traffic(b: _Builder, sides: dict, lanes: int, lane_w: float, ego: EgoDrive,
 
     # Moving traffic per lane: one speed per lane keeps gaps constant, so vehicles never collide.
     kinds = ["car", "truck", "bus"]
-    rates = np.array([ob["moving_cars"], ob["trucks"], ob["buses"]])
+    rates = np.array([ob.moving_cars, ob.trucks, ob.buses])
     per_lane = rates.sum() / (2 * lanes)
     for side in (-1, 1):
         for lane in range(lanes):
             y = side * (lane + 0.5) * lane_w
             heading = 0.0 if side < 0 else np.pi
             ego_lane_here = side < 0 and lane == ego_lane
-            speed = ego.speed if ego_lane_here else b.uniform(ob["car_speed"])
+            speed = ego.speed if ego_lane_here else b.uniform(ob.car_speed)
             count = _count(b, per_lane, length)
             placed: list[tuple[float, float]] = []
             for _ in range(count):
                 kind = kinds[int(b.rng.choice(3, p=rates / rates.sum()))]
                 x = b.uniform((x_min, x_max))
-                span = b.cfg["objects"][f"{kind}_size"][1][0] / 2 + 2.0
+                span = ob.size_range(kind)[1][0] / 2 + 2.0
                 if ego_lane_here and ego.start_x - 15.0 < x < ego.start_x + 12.0 + span:
                     continue  # keep the road in front of and behind the ego clear
                 if any(abs(x - px) < span + ps for px, ps in placed):

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from distillnerf_train.synth.config import OccupancySettings
 from distillnerf_train.synth.geometry import distance_bound_local, inside_local, rotate_to_local, to_local
 from distillnerf_train.synth.scene import CLASS_ID, FREE, Scene
 
@@ -44,9 +45,9 @@ class VoxelGrid:
     shape: tuple[int, int, int]
 
     @staticmethod
-    def from_config(cfg: dict) -> "VoxelGrid":
-        low, high = np.asarray(cfg["range_min"], float), np.asarray(cfg["range_max"], float)
-        size = float(cfg["voxel_size"])
+    def from_config(cfg: OccupancySettings) -> "VoxelGrid":
+        low, high = np.asarray(cfg.range_min, float), np.asarray(cfg.range_max, float)
+        size = cfg.voxel_size
         return VoxelGrid(low, size, tuple(int(round(v)) for v in (high - low) / size))
 
     @property

@@ -7,14 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
+from distillnerf.occ3d import OCC3D_PALETTE
 from distillnerf_train.synth.scene import FREE, OCC3D_CLASSES, SKY_LABEL
 from distillnerf_train.synth.world import Keyframe
 
-# Occ3D class colours (the usual nuScenes-occupancy palette), plus sky.
-PALETTE = np.array([
-    [0, 0, 0], [255, 120, 50], [255, 192, 203], [255, 255, 0], [0, 150, 245], [0, 255, 255], [200, 180, 0],
-    [255, 0, 0], [255, 240, 150], [135, 60, 0], [160, 32, 240], [255, 0, 255], [139, 137, 137], [75, 0, 75],
-    [150, 240, 80], [230, 230, 250], [0, 175, 0], [255, 255, 255]], np.uint8)
+PALETTE = np.array(OCC3D_PALETTE, np.uint8)  # Occ3D class colours, plus sky:
 SKY_COLOUR = np.array([135, 206, 235], np.uint8)
 
 

@@ -12,10 +12,8 @@ import numpy as np
 
 from distillnerf_train.synth.geometry import Primitives
 
-# Occ3D-nuScenes classes.
-OCC3D_CLASSES = ("others", "barrier", "bicycle", "bus", "car", "construction_vehicle", "motorcycle", "pedestrian",
-                 "traffic_cone", "trailer", "truck", "driveable_surface", "other_flat", "sidewalk", "terrain",
-                 "manmade", "vegetation", "free")
+from distillnerf.occ3d import OCC3D_CLASSES
+
 CLASS_ID = {name: index for index, name in enumerate(OCC3D_CLASSES)}
 FREE = CLASS_ID["free"]
 SKY_LABEL = 255  # 2D semantic label of sky pixels

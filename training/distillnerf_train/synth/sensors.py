@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from distillnerf_train.synth.config import LidarSettings
 from distillnerf_train.synth.geometry import Primitives
 from distillnerf_train.synth.raycast import Region
 
@@ -63,12 +64,11 @@ class LidarPattern:
     max_range: float
 
     @staticmethod
-    def from_config(cfg: dict) -> "LidarPattern":
-        low, high = np.radians(cfg["elevation_deg"])
-        steps = int(cfg["azimuth_steps"])
+    def from_config(cfg: LidarSettings) -> "LidarPattern":
+        low, high = np.radians(cfg.elevation_deg)
+        steps = cfg.azimuth_steps
         azimuths = -np.pi + (np.arange(steps) + 0.5) * (2 * np.pi / steps)
-        return LidarPattern(np.linspace(low, high, int(cfg["beams"])), azimuths, float(cfg["min_range"]),
-                            float(cfg["max_range"]))
+        return LidarPattern(np.linspace(low, high, cfg.beams), azimuths, cfg.min_range, cfg.max_range)
 
     def directions(self) -> np.ndarray:
         """(beams, steps, 3) unit directions in the LiDAR frame."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from distillnerf.rig import CameraCalibration, Rig, SensorExtrinsics, load_rig
-from distillnerf_train.synth.config import load_synth_config
+from distillnerf_train.synth.config import SynthSource, load_synth_config
 from distillnerf_train.synth.layout import build_scene
 from distillnerf_train.synth.occupancy import VoxelGrid, camera_mask, lidar_mask, semantics
 from distillnerf_train.synth.raycast import Region, cast, nearest_hits
@@ -73,7 +73,7 @@ class SyntheticWorld:
     procedural street (tests build their own).
     """
 
-    def __init__(self, seed: int | list[int] = 0, config: str | os.PathLike | dict = "default",
+    def __init__(self, seed: int | list[int] = 0, config: SynthSource = "default",
                  rig: str | os.PathLike | Rig = "nuscenes", size: tuple[int, int] | None = None,
                  drive_seconds: float = 10.0, scene: Scene | None = None, name: str = "synth"):
         self.config = load_synth_config(config)
@@ -82,12 +82,11 @@ class SyntheticWorld:
             self.rig = self.rig.resized(int(size[0]), int(size[1]))
         self.scene = scene if scene is not None else build_scene(
             np.random.default_rng(seed), self.config, drive_seconds, name)
-        self.lidar_pattern = LidarPattern.from_config(self.config["lidar"])
-        self.grid = VoxelGrid.from_config(self.config["occupancy"])
-        default_mount = self.config["lidar"]["default_mount"]
+        self.lidar_pattern = LidarPattern.from_config(self.config.lidar)
+        self.grid = VoxelGrid.from_config(self.config.occupancy)
+        default_mount = self.config.lidar.default_mount
         self.lidar_extrinsics = self.rig.lidar or SensorExtrinsics(
-            "LIDAR_TOP", np.asarray(default_mount["translation"], float),
-            np.asarray(default_mount["rotation_wxyz"], float))
+            "LIDAR_TOP", np.asarray(default_mount.translation, float), np.asarray(default_mount.rotation_wxyz, float))
         self._directions: dict[str, np.ndarray] = {}
 
     # Poses and times.
@@ -100,7 +99,7 @@ class SyntheticWorld:
 
     def camera_delays(self) -> dict[str, float]:
         """Seconds after the LiDAR at which each camera fires, spread over the rig's camera order."""
-        first, last = self.config["timing"]["camera_delay_ms"]
+        first, last = self.config.timing.camera_delay_ms
         count = len(self.rig.cameras)
         delays = np.linspace(first, last, count) / 1000.0 if count > 1 else [first / 1000.0]
         return {cam.name: float(d) for cam, d in zip(self.rig.cameras, delays)}
@@ -116,10 +115,10 @@ class SyntheticWorld:
         cam_to_street = self.ego_to_street(time) @ cal.cam_to_ego
         dirs = dirs_cam @ cam_to_street[:3, :3].T
         origin = cam_to_street[:3, 3]
-        cfg = self.config["camera"]
+        cfg = self.config.camera
         regions = camera_regions(self.scene.primitives, time, np.linalg.inv(cam_to_street), cal.intrinsics, cal.width,
-                                 cal.height, cfg["near"], cfg["far"])
-        hits = cast(self.scene, time, origin, dirs, regions, cfg["near"], cfg["far"])
+                                 cal.height, cfg.near, cfg.far)
+        hits = cast(self.scene, time, origin, dirs, regions, cfg.near, cfg.far)
         rgb = np.round(shade(self.scene, hits, dirs) * 255.0).astype(np.uint8)
         sky = ~hits.hit
         distance = np.where(sky, 0.0, hits.distance).astype(np.float32)
@@ -136,16 +135,16 @@ class SyntheticWorld:
         dirs_cam = points_cam / np.linalg.norm(points_cam, axis=1, keepdims=True)
         u = points_cam[:, 0] / points_cam[:, 2] * cal.intrinsics[0, 0] + cal.intrinsics[0, 2]
         v = points_cam[:, 1] / points_cam[:, 2] * cal.intrinsics[1, 1] + cal.intrinsics[1, 2]
-        cfg = self.config["camera"]
+        cfg = self.config.camera
         regions = []
         for region in camera_regions(self.scene.primitives, frame.time, np.linalg.inv(cam_to_street), cal.intrinsics,
-                                     cal.width, cal.height, cfg["near"], cfg["far"]):
+                                     cal.width, cal.height, cfg.near, cfg.far):
             rows, cols = region.rows, region.cols
             rays = np.flatnonzero((u >= cols.start) & (u < cols.stop) & (v >= rows.start) & (v < rows.stop))
             if rays.size:
                 regions.append(Region(region.index, slice(0, 1), rays))
         dirs = (dirs_cam @ cam_to_street[:3, :3].T)[None]
-        distance, _ = nearest_hits(self.scene, frame.time, cam_to_street[:3, 3], dirs, regions, cfg["near"], cfg["far"])
+        distance, _ = nearest_hits(self.scene, frame.time, cam_to_street[:3, 3], dirs, regions, cfg.near, cfg.far)
         return distance[0]
 
     def scan_lidar(self, time: float) -> LidarScan:
@@ -168,11 +167,11 @@ class SyntheticWorld:
 
     def occupancy(self, time: float, cameras: list[CameraFrame], lidar: LidarScan) -> Occupancy:
         """Occ3D labels in the ego frame at ``time`` (the LiDAR time), with masks from these sensor frames."""
-        cfg = self.config["occupancy"]
         lidar_to_ego = lidar.extrinsics.sensor_to_ego
         dirs = self.lidar_pattern.directions().reshape(-1, 3) @ lidar_to_ego[:3, :3].T
         with self._pool() as pool:
-            sem = pool.submit(semantics, self.scene, time, self.ego_to_street(time), self.grid, int(cfg["subsamples"]))
+            sem = pool.submit(semantics, self.scene, time, self.ego_to_street(time), self.grid,
+                              self.config.occupancy.subsamples)
             mask_cam = pool.submit(camera_mask, self.grid, self.ego_pose(time), cameras, self.ray_distances)
             mask_lid = pool.submit(lidar_mask, self.grid, lidar_to_ego[:3, 3], dirs, lidar.ranges.reshape(-1),
                                    self.lidar_pattern.max_range)
@@ -190,4 +189,4 @@ class SyntheticWorld:
     def _pool(self) -> ThreadPoolExecutor:
         """Threads for independent sensors (numpy releases the GIL in its array work); results do not depend on
         the number of threads."""
-        return ThreadPoolExecutor(max_workers=max(1, int(self.config.get("compute", {}).get("threads", 1))))
+        return ThreadPoolExecutor(max_workers=self.config.compute.threads)

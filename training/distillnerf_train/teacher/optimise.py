@@ -1,6 +1,6 @@
 """Per-scene optimisation of the teacher field: photometric L1, LiDAR depth, line of sight, light regularisers.
 
-Losses (weights in config/train/teacher.yaml):
+Losses (weights in distillnerf_train/configs/train/teacher.yaml):
 - ``rgb``: L1 between rendered and observed colour on random pixels of every keyframe camera.
 - ``depth``: relative L1 between the expected ray distance (sky counted at ``far``) and the LiDAR distance.
 - ``line_of_sight`` (Urban Radiance Fields / EmerNeRF style): on LiDAR rays, weight in front of the return

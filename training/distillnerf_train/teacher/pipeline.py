@@ -35,7 +35,7 @@ assert tuple(VIRTUAL_OFFSETS) == tuple(VIRTUAL_VIEWS)
 
 @dataclass
 class TeacherConfig:
-    """config/train/teacher.yaml."""
+    """distillnerf_train/configs/train/teacher.yaml."""
 
     size: tuple[int, int] = (228, 128)  # W, H of training rays and cached renders
     lidar_min: float = 1.0
