@@ -172,7 +172,7 @@ def test_train_step_with_model_dropout_and_distillation():
 
 
 def test_feature_contrast_is_class_balanced_and_prefers_the_right_prototype():
-    from distillnerf_train.losses import feature_contrast_loss
+    from distillnerf_train.semantic_losses import feature_contrast_loss
 
     prototypes = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     # 30 pixels of class 0 (the 'road'), 2 of class 2; targets equal their prototypes
@@ -201,7 +201,7 @@ def test_feature_contrast_is_class_balanced_and_prefers_the_right_prototype():
 
 
 def test_voxel_contrast_asks_each_contributing_voxel_for_its_class():
-    from distillnerf_train.losses import voxel_contrast_loss
+    from distillnerf_train.semantic_losses import voxel_contrast_loss
 
     prototypes = torch.tensor([[0.0, 0.0], [1.0, 0.0]])
     target = torch.zeros(1, 1, 2, 1, 2)  # two pixels (rays): class 0 and class 1

@@ -7,7 +7,7 @@ import pytest
 
 from distillnerf_train.synth import SyntheticWorld
 from distillnerf_train.synth.geometry import BOX, CYLINDER, ELLIPSOID, Primitives
-from distillnerf_train.synth.layout import flat_scene
+from distillnerf_train.synth.scene import flat_scene
 from distillnerf_train.synth.occupancy import camera_mask
 from distillnerf_train.synth.raycast import Region, nearest_hits
 from distillnerf_train.synth.scene import CLASS_ID, FREE, SKY_LABEL

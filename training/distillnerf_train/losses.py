@@ -16,6 +16,9 @@ import torch.nn.functional as F
 from distillnerf.dataclass_config import dataclass_from_dict
 from distillnerf.metrics import ssim_map
 
+from .masking import camera_mask, masked_mean
+from .semantic_losses import feature_contrast_loss, feature_l1_loss, voxel_contrast_loss
+
 
 @dataclass
 class LossConfig:
@@ -71,46 +74,33 @@ class LossConfig:
         return config
 
 
-def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    mask = mask.to(values.dtype)
-    return (values * mask).sum() / mask.sum().clamp_min(1.0)
-
-
-def _camera_mask(camera_valid: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
-    """Per-pixel mask ``like``-shaped ([B,N,...]) from a per-camera (or per-view, [B,N,V]) mask."""
-    if camera_valid is None:
-        return torch.ones_like(like, dtype=torch.bool)
-    extra = like.dim() - camera_valid.dim()
-    return camera_valid.reshape(*camera_valid.shape, *([1] * extra)).expand_as(like).bool()
-
-
 def rgb_l1_loss(pred: torch.Tensor, target: torch.Tensor, camera_valid: torch.Tensor | None = None) -> torch.Tensor:
-    return _masked_mean((pred - target).abs(), _camera_mask(camera_valid, pred))
+    return masked_mean((pred - target).abs(), camera_mask(camera_valid, pred))
 
 
 def rgb_ssim_loss(pred: torch.Tensor, target: torch.Tensor, camera_valid: torch.Tensor | None = None) -> torch.Tensor:
     """1 - SSIM, averaged over valid cameras."""
     b, n = pred.shape[:2]
     per_image = 1.0 - ssim_map(pred.flatten(0, 1).float(), target.flatten(0, 1).float()).mean(dim=(1, 2, 3))
-    return _masked_mean(per_image.view(b, n), _camera_mask(camera_valid, per_image.view(b, n)))
+    return masked_mean(per_image.view(b, n), camera_mask(camera_valid, per_image.view(b, n)))
 
 
 def log_depth_l1(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, min_depth: float,
                  max_depth: float) -> torch.Tensor:
     """Mean |log pred - log target| over ``valid`` pixels, both clamped to [min_depth, max_depth]."""
     diff = torch.log(pred.clamp(min_depth, max_depth)) - torch.log(target.clamp(min_depth, max_depth))
-    return _masked_mean(diff.abs(), valid)
+    return masked_mean(diff.abs(), valid)
 
 
 def lidar_depth_loss(pred: torch.Tensor, target: torch.Tensor, min_depth: float, max_depth: float,
                      camera_valid: torch.Tensor | None = None, log_weight: float = 0.0) -> torch.Tensor:
     """The official LiDAR loss: clamp to the range, divide by the range, MSE + 0.1 * L1 over pixels with data;
     plus ``log_weight`` * L1 on log depth."""
-    valid = (target >= min_depth) & (target <= max_depth) & _camera_mask(camera_valid, target)
+    valid = (target >= min_depth) & (target <= max_depth) & camera_mask(camera_valid, target)
     p = pred.clamp(min_depth, max_depth) / max_depth
     t = target.clamp(min_depth, max_depth) / max_depth
     diff = p - t
-    loss = _masked_mean(diff ** 2, valid) + 0.1 * _masked_mean(diff.abs(), valid)
+    loss = masked_mean(diff ** 2, valid) + 0.1 * masked_mean(diff.abs(), valid)
     if log_weight > 0:
         loss = loss + log_weight * log_depth_l1(pred, target, valid, min_depth, max_depth)
     return loss
@@ -122,73 +112,13 @@ def dense_depth_loss(pred: torch.Tensor, target: torch.Tensor, near_range: float
     """Dense (teacher / exact) depth: pixels nearer than ``near_range`` are normalised by it, the rest (including
     sky at 115 m) by ``far_range``, so near geometry is not drowned by far errors. MSE + 0.1 * L1, plus
     ``log_weight`` * L1 on log depth."""
-    valid = (target > 0) & _camera_mask(camera_valid, target)
+    valid = (target > 0) & camera_mask(camera_valid, target)
     scale = torch.where(target < near_range, torch.full_like(target, near_range), torch.full_like(target, far_range))
     diff = (pred.clamp(0.0, far_range) - target.clamp(0.0, far_range)) / scale
-    loss = _masked_mean(diff ** 2, valid) + 0.1 * _masked_mean(diff.abs(), valid)
+    loss = masked_mean(diff ** 2, valid) + 0.1 * masked_mean(diff.abs(), valid)
     if log_weight > 0:
         loss = loss + log_weight * log_depth_l1(pred, target, valid, min_depth, far_range)
     return loss
-
-
-def feature_l1_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """L1 between rendered ``[B,N,F,h,w]`` and PCA-reduced target features, cameras with a target only."""
-    return _masked_mean((pred - target).abs(), _camera_mask(valid, pred))
-
-
-def feature_contrast_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, prototypes: torch.Tensor,
-                          temperature: float) -> torch.Tensor:
-    """Class-balanced cross-entropy of rendered features ``[B,N,F,h,w]`` against class ``prototypes`` [C,F]; each
-    pixel's class is the prototype nearest its target feature (exact for targets made from labels, zero-shot
-    pseudo-labels for distilled CLIP features)."""
-    f = pred.permute(0, 1, 3, 4, 2)[valid].reshape(-1, pred.shape[2]).float()
-    t = target.permute(0, 1, 3, 4, 2)[valid].reshape(-1, target.shape[2]).float()
-    if f.shape[0] == 0:
-        return pred.new_zeros(())
-    prototypes = prototypes.to(f)
-    labels = torch.cdist(t, prototypes).argmin(dim=1)
-    logits = -torch.cdist(f, prototypes).square() / temperature
-    per_pixel = F.cross_entropy(logits, labels, reduction="none")
-    return class_balanced_mean(per_pixel, labels, labels, prototypes.shape[0])
-
-
-def class_balanced_mean(values: torch.Tensor, labels: torch.Tensor, item_labels: torch.Tensor,
-                        classes: int) -> torch.Tensor:
-    """Mean over the present classes of each class's sum of ``values`` (labelled ``labels``) divided by its
-    number of items (labelled ``item_labels``: pixels or rays), so frequent classes do not drown rare ones."""
-    per_class = values.new_zeros(classes).index_add_(0, labels, values)
-    counts = torch.bincount(item_labels, minlength=classes).to(values.dtype)
-    present = counts > 0
-    return (per_class[present] / counts[present]).mean()
-
-
-def voxel_contrast_loss(samples: dict, decoded_features: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
-                        prototypes: torch.Tensor, temperature: float, rays: int) -> torch.Tensor:
-    """Class-balanced cross-entropy of each contributing sample's voxel feature, weighted by its normalised
-    rendering weight, on ``rays`` random rays with a feature target. ``target`` [B,N,F,h,w], ``valid`` [B,N,h,w]
-    (per pixel), ``samples`` the renderer's (ray, row, weight) with rays ordered as the pixels of [B,N,h,w]."""
-    t = target.permute(0, 1, 3, 4, 2).reshape(-1, target.shape[2]).float()
-    ok = valid.reshape(-1)
-    candidates = ok.nonzero()[:, 0]
-    if candidates.numel() == 0 or samples is None:
-        return target.new_zeros(())
-    chosen = candidates[torch.randperm(candidates.numel(), device=candidates.device)[:rays]]
-    pick = torch.zeros(ok.shape[0], dtype=torch.bool, device=ok.device)
-    pick[chosen] = True
-    keep = pick[samples["ray"]]
-    ray, row, weight = samples["ray"][keep], samples["row"][keep], samples["weight"][keep].float()
-    if ray.numel() == 0:
-        return target.new_zeros(())
-    prototypes = prototypes.to(t)
-    labels_per_ray = torch.cdist(t[chosen], prototypes).argmin(dim=1)
-    lookup = torch.full((ok.shape[0],), -1, dtype=torch.long, device=ok.device)
-    lookup[chosen] = labels_per_ray
-    labels = lookup[ray]
-    total = torch.zeros(ok.shape[0], device=weight.device).index_add_(0, ray, weight)
-    share = weight / total[ray].clamp_min(1e-6)  # each ray's samples weigh one ray in all
-    logits = -torch.cdist(decoded_features[row].float(), prototypes).square() / temperature
-    per_sample = F.cross_entropy(logits, labels, reduction="none") * share
-    return class_balanced_mean(per_sample, labels, labels_per_ray, prototypes.shape[0])
 
 
 def ray_entropy_loss(weights: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
@@ -326,9 +256,9 @@ class DistillNeRFLoss(torch.nn.Module):
         if "virtual" in extra:
             v_valid = batch["virtual_valid"]
             if cfg.virtual_rgb > 0:
-                terms["virtual_rgb"] = cfg.virtual_rgb * _masked_mean(
+                terms["virtual_rgb"] = cfg.virtual_rgb * masked_mean(
                     (extra["virtual"]["rgb"] - batch["virtual_rgb"]).abs(),
-                    _camera_mask(v_valid, extra["virtual"]["rgb"]))
+                    camera_mask(v_valid, extra["virtual"]["rgb"]))
             if cfg.virtual_depth > 0:
                 terms["virtual_depth"] = cfg.virtual_depth * dense_depth_loss(
                     extra["virtual"]["depth"], batch["virtual_depth"], cfg.dense_near_range, cfg.dense_far_range,
@@ -338,12 +268,12 @@ class DistillNeRFLoss(torch.nn.Module):
                                                                batch["features_valid"])
         if cfg.feature_contrast > 0 and "features" in out and "features" in batch and \
                 bool(batch["features_valid"].any()):
-            mask = _camera_mask(batch["features_valid"] & (valid if valid is not None else True), out["depth"])
+            mask = camera_mask(batch["features_valid"] & (valid if valid is not None else True), out["depth"])
             terms["feature_contrast"] = cfg.feature_contrast * feature_contrast_loss(
                 out["features"], batch["features"], mask, self.class_prototypes, cfg.feature_temperature)
         if cfg.voxel_contrast > 0 and out.get("samples") is not None and "features" in batch and \
                 "features" in out["field"].decoded and bool(batch["features_valid"].any()):
-            mask = _camera_mask(batch["features_valid"] & (valid if valid is not None else True), out["depth"])
+            mask = camera_mask(batch["features_valid"] & (valid if valid is not None else True), out["depth"])
             terms["voxel_contrast"] = cfg.voxel_contrast * voxel_contrast_loss(
                 out["samples"], out["field"].decoded["features"], batch["features"], mask, self.class_prototypes,
                 cfg.feature_temperature, cfg.voxel_contrast_rays)

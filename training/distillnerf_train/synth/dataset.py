@@ -23,6 +23,7 @@ import json
 import os
 import time as wallclock
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +128,162 @@ def _camera_files(frame: CameraFrame, path: Path, gt_path: Path, quality: int) -
     save_npz(gt_path, depth=frame.depth, semantic=frame.semantic, instance=frame.instance, sky=frame.sky)
 
 
+@dataclass
+class _Run:
+    """What every scene of one dataset shares: where it goes, its settings, the tables and the shared records."""
+
+    out: Path
+    seed: int
+    cfg: SynthConfig
+    rig: Rig
+    sweeps_per_keyframe: int  # 1 = keyframes only
+    tables: _Tables = field(default_factory=_Tables)
+    sensor_tokens: dict = field(default_factory=dict)
+    attribute_tokens: dict = field(default_factory=dict)
+    category_tokens: dict = field(default_factory=dict)
+    map_record: dict = field(default_factory=dict)
+
+    @property
+    def channels(self) -> list[str]:
+        return list(self.rig.camera_names) + [LIDAR_CHANNEL]
+
+    def write_shared_tables(self) -> None:
+        T, seed = self.tables.add, self.seed
+        self.sensor_tokens = {ch: make_token(seed, "sensor", ch) for ch in self.channels}
+        for ch in self.channels:
+            modality = "lidar" if ch == LIDAR_CHANNEL else "camera"
+            T("sensor", {"token": self.sensor_tokens[ch], "channel": ch, "modality": modality})
+        for tok, level, description in VISIBILITY:
+            T("visibility", {"token": tok, "level": level, "description": description})
+        self.attribute_tokens = {name: make_token(seed, "attribute", name) for name in ATTRIBUTES}
+        for name, tok in self.attribute_tokens.items():
+            T("attribute", {"token": tok, "name": name, "description": name.replace(".", " ")})
+        self.map_record = T("map", {"token": make_token(seed, "map"), "category": "semantic_prior", "filename": "",
+                                    "log_tokens": []})
+
+
+class _SceneWriter:
+    """One scene's log, calibration, samples, sample_data, files and annotations."""
+
+    def __init__(self, run: _Run, scene_index: int, frames: int):
+        self.run, self.frames = run, frames
+        timing = run.cfg.timing
+        self.keyframe_dt = 1.0 / timing.keyframe_hz
+        self.name = f"scene-{scene_index:04d}"
+        self.scene_index = scene_index
+        drive_seconds = (frames - 1) * self.keyframe_dt + 1.0
+        self.world = SyntheticWorld(scene_seed(run.seed, scene_index), run.cfg, run.rig, None, drive_seconds,
+                                    name=self.name)
+        self.start_us = timing.base_timestamp_us + int(round(scene_index * timing.scene_spacing_s * 1e6))
+        self.samples: list[dict] = []
+        self.per_channel: dict[str, list[dict]] = {ch: [] for ch in run.channels}
+        self.annotations: dict[int, list[dict]] = {}
+        self.instance_category: dict[int, str] = {}
+
+    def _token(self, *parts) -> str:
+        return make_token(self.run.seed, self.name, *parts)
+
+    def write_log_and_calibration(self) -> None:
+        T, run = self.run.tables.add, self.run
+        date = datetime.datetime.fromtimestamp(self.start_us / 1e6, tz=datetime.timezone.utc)
+        self.logfile = f"synth-{date:%Y-%m-%d-%H-%M-%S}-seed{run.seed}-{self.name}"
+        self.log = T("log", {"token": self._token("log"), "logfile": self.logfile, "vehicle": "synth",
+                             "date_captured": f"{date:%Y-%m-%d}", "location": "synthetic-street"})
+        run.map_record["log_tokens"].append(self.log["token"])
+        self.calib = {}
+        for cam in run.rig.cameras:
+            self.calib[cam.name] = T("calibrated_sensor", {
+                "token": self._token("calibrated_sensor", cam.name), "sensor_token": run.sensor_tokens[cam.name],
+                "translation": [float(v) for v in cam.translation],
+                "rotation": [float(v) for v in cam.rotation_wxyz],
+                "camera_intrinsic": [[float(v) for v in row] for row in np.asarray(cam.intrinsics)]})["token"]
+        lid = self.world.lidar_extrinsics
+        self.calib[LIDAR_CHANNEL] = T("calibrated_sensor", {
+            "token": self._token("calibrated_sensor", LIDAR_CHANNEL),
+            "sensor_token": run.sensor_tokens[LIDAR_CHANNEL], "translation": [float(v) for v in lid.translation],
+            "rotation": [float(v) for v in lid.rotation_wxyz], "camera_intrinsic": []})["token"]
+
+    def _sample_data(self, channel: str, sample_token: str, t: float, key: bool, fileformat: str,
+                     width: int, height: int, folder: str, pose: np.ndarray) -> dict:
+        T = self.run.tables.add
+        stamp = self.start_us + int(round(t * 1e6))
+        token = self._token(channel, stamp)
+        ext = "pcd.bin" if fileformat == "pcd" else "jpg"
+        record = T("sample_data", {
+            "token": token, "sample_token": sample_token, "ego_pose_token": token,
+            "calibrated_sensor_token": self.calib[channel], "timestamp": stamp, "fileformat": fileformat,
+            "is_key_frame": key, "height": height, "width": width,
+            "filename": f"{folder}/{channel}/{self.logfile}__{channel}__{stamp}.{ext}", "prev": "", "next": ""})
+        T("ego_pose", _pose_record(token, stamp, pose))
+        self.per_channel[channel].append(record)
+        return record
+
+    def _camera(self, frame: CameraFrame, sample_token: str, t: float, key: bool, folder: str) -> None:
+        calibration = frame.calibration
+        rec = self._sample_data(frame.name, sample_token, t, key, "jpg", calibration.width, calibration.height,
+                                folder, frame.ego_pose)
+        out = self.run.out
+        _camera_files(frame, out / rec["filename"], out / "gt" / "depth" / f"{rec['token']}.npz",
+                      self.run.cfg.camera.jpeg_quality)
+
+    def write_keyframe(self, k: int) -> None:
+        out, t = self.run.out, k * self.keyframe_dt
+        sample = self.run.tables.add("sample", {
+            "token": self._token("sample", k), "timestamp": self.start_us + int(round(t * 1e6)), "prev": "",
+            "next": "", "scene_token": self._token("scene")})
+        self.samples.append(sample)
+        keyframe = self.world.keyframe(t)
+        lidar_rec = self._sample_data(LIDAR_CHANNEL, sample["token"], t, True, "pcd", 0, 0, "samples",
+                                      keyframe.lidar.ego_pose)
+        (out / lidar_rec["filename"]).parent.mkdir(parents=True, exist_ok=True)
+        keyframe.lidar.points.astype(np.float32).tofile(out / lidar_rec["filename"])
+        save_npz(out / "gt" / "lidar" / f"{lidar_rec['token']}.npz", semantic=keyframe.lidar.semantic,
+                 instance=keyframe.lidar.instance)
+        for frame in keyframe.cameras:
+            self._camera(frame, sample["token"], frame.time, True, "samples")
+        occ = keyframe.occupancy
+        save_npz(out / "gt" / "occ3d" / self.name / sample["token"] / "labels.npz", semantics=occ.semantics,
+                 mask_lidar=occ.mask_lidar, mask_camera=occ.mask_camera)
+        _annotate(self.world, keyframe, sample["token"], self.annotations, self.instance_category, self.run.cfg,
+                  self.run.seed, self.name, self.run.attribute_tokens)
+        if k + 1 < self.frames:
+            self._write_sweeps(sample["token"], t)
+
+    def _write_sweeps(self, sample_token: str, t: float) -> None:
+        """Camera images between this keyframe and the next (``sweeps_per_keyframe`` - 1 per camera)."""
+        count = self.run.sweeps_per_keyframe
+        delays = self.world.camera_delays()
+        for j in range(1, count):
+            for cam in self.run.rig.cameras:
+                ts = t + delays[cam.name] + j * self.keyframe_dt / count
+                self._camera(self.world.render_camera(cam, ts), sample_token, ts, False, "sweeps")
+
+    def finish(self) -> tuple[int, int]:
+        """Link the records, write instances, annotations and the scene; (samples, sample_data) written."""
+        T, run = self.run.tables.add, self.run
+        _link(self.samples)
+        for records in self.per_channel.values():
+            records.sort(key=lambda r: r["timestamp"])
+            _link(records)
+        for instance_id, anns in self.annotations.items():
+            category = self.instance_category[instance_id]
+            if category not in run.category_tokens:
+                run.category_tokens[category] = make_token(run.seed, "category", category)
+            inst_token = self._token("instance", instance_id)
+            for ann in anns:
+                ann["instance_token"] = inst_token
+                T("sample_annotation", ann)
+            _link(anns)
+            T("instance", {"token": inst_token, "category_token": run.category_tokens[category],
+                           "nbr_annotations": len(anns), "first_annotation_token": anns[0]["token"],
+                           "last_annotation_token": anns[-1]["token"]})
+        T("scene", {"token": self._token("scene"), "log_token": self.log["token"],
+                    "nbr_samples": len(self.samples), "first_sample_token": self.samples[0]["token"],
+                    "last_sample_token": self.samples[-1]["token"], "name": self.name,
+                    "description": f"synthetic street, seed {run.seed}, scene {self.scene_index}"})
+        return len(self.samples), sum(len(r) for r in self.per_channel.values())
+
+
 def generate_dataset(out: str | os.PathLike, scenes: int = 1, frames: int = 3, seed: int = 0,
                      rig: str | os.PathLike | Rig = "nuscenes", size: tuple[int, int] | None = None,
                      sweeps: bool = False, version: str = "v1.0-synth", config: SynthSource = "default",
@@ -135,138 +292,30 @@ def generate_dataset(out: str | os.PathLike, scenes: int = 1, frames: int = 3, s
     if scenes < 1 or frames < 1:
         raise ValueError(f"need at least one scene and one keyframe, got scenes={scenes}, frames={frames}")
     started = wallclock.perf_counter()
-    out = Path(out)
     cfg = load_synth_config(config)
     rig = rig if isinstance(rig, Rig) else load_rig(rig)
     if size is not None:
         rig = rig.resized(int(size[0]), int(size[1]))
     timing = cfg.timing
-    keyframe_dt = 1.0 / timing.keyframe_hz
-    sweeps_per_keyframe = int(round(timing.sweep_hz / timing.keyframe_hz)) if sweeps else 1
-    quality = cfg.camera.jpeg_quality
-    tables = _Tables()
-    T = tables.add
-
-    channels = list(rig.camera_names) + [LIDAR_CHANNEL]
-    sensor_tokens = {ch: make_token(seed, "sensor", ch) for ch in channels}
-    for ch in channels:
-        modality = "lidar" if ch == LIDAR_CHANNEL else "camera"
-        T("sensor", {"token": sensor_tokens[ch], "channel": ch, "modality": modality})
-    for tok, level, description in VISIBILITY:
-        T("visibility", {"token": tok, "level": level, "description": description})
-    attribute_tokens = {name: make_token(seed, "attribute", name) for name in ATTRIBUTES}
-    for name, tok in attribute_tokens.items():
-        T("attribute", {"token": tok, "name": name, "description": name.replace(".", " ")})
-    category_tokens: dict[str, str] = {}
-    map_record = T("map", {"token": make_token(seed, "map"), "category": "semantic_prior", "filename": "",
-                           "log_tokens": []})
-
+    run = _Run(Path(out), seed, cfg, rig, int(round(timing.sweep_hz / timing.keyframe_hz)) if sweeps else 1)
+    run.write_shared_tables()
     n_samples = n_data = 0
     for scene_index in range(scenes):
-        name = f"scene-{scene_index:04d}"
-        drive_seconds = (frames - 1) * keyframe_dt + 1.0
-        world = SyntheticWorld(scene_seed(seed, scene_index), cfg, rig, None, drive_seconds, name=name)
-        start_us = timing.base_timestamp_us + int(round(scene_index * timing.scene_spacing_s * 1e6))
-        date = datetime.datetime.fromtimestamp(start_us / 1e6, tz=datetime.timezone.utc)
-        logfile = f"synth-{date:%Y-%m-%d-%H-%M-%S}-seed{seed}-{name}"
-        log = T("log", {"token": make_token(seed, name, "log"), "logfile": logfile, "vehicle": "synth",
-                        "date_captured": f"{date:%Y-%m-%d}", "location": "synthetic-street"})
-        map_record["log_tokens"].append(log["token"])
-        calib = {}
-        for cam in rig.cameras:
-            calib[cam.name] = T("calibrated_sensor", {
-                "token": make_token(seed, name, "calibrated_sensor", cam.name), "sensor_token": sensor_tokens[cam.name],
-                "translation": [float(v) for v in cam.translation],
-                "rotation": [float(v) for v in cam.rotation_wxyz],
-                "camera_intrinsic": [[float(v) for v in row] for row in np.asarray(cam.intrinsics)]})["token"]
-        lid = world.lidar_extrinsics
-        calib[LIDAR_CHANNEL] = T("calibrated_sensor", {
-            "token": make_token(seed, name, "calibrated_sensor", LIDAR_CHANNEL),
-            "sensor_token": sensor_tokens[LIDAR_CHANNEL], "translation": [float(v) for v in lid.translation],
-            "rotation": [float(v) for v in lid.rotation_wxyz], "camera_intrinsic": []})["token"]
-
-        samples, per_channel = [], {ch: [] for ch in channels}
-        annotations: dict[int, list[dict]] = {}
-        instance_category: dict[int, str] = {}
-        delays = world.camera_delays()
-
-        def add_sample_data(channel: str, sample_token: str, t: float, key: bool, fileformat: str,
-                            width: int, height: int, folder: str, pose: np.ndarray) -> dict:
-            stamp = start_us + int(round(t * 1e6))
-            token = make_token(seed, name, channel, stamp)
-            ext = "pcd.bin" if fileformat == "pcd" else "jpg"
-            record = T("sample_data", {
-                "token": token, "sample_token": sample_token, "ego_pose_token": token,
-                "calibrated_sensor_token": calib[channel], "timestamp": stamp, "fileformat": fileformat,
-                "is_key_frame": key, "height": height, "width": width,
-                "filename": f"{folder}/{channel}/{logfile}__{channel}__{stamp}.{ext}", "prev": "", "next": ""})
-            T("ego_pose", _pose_record(token, stamp, pose))
-            per_channel[channel].append(record)
-            return record
-
+        writer = _SceneWriter(run, scene_index, frames)
+        writer.write_log_and_calibration()
         for k in range(frames):
-            t = k * keyframe_dt
-            stamp = start_us + int(round(t * 1e6))
-            sample = T("sample", {"token": make_token(seed, name, "sample", k), "timestamp": stamp, "prev": "",
-                                  "next": "", "scene_token": make_token(seed, name, "scene")})
-            samples.append(sample)
-            keyframe = world.keyframe(t)
-            lidar_rec = add_sample_data(LIDAR_CHANNEL, sample["token"], t, True, "pcd", 0, 0, "samples",
-                                        keyframe.lidar.ego_pose)
-            (out / lidar_rec["filename"]).parent.mkdir(parents=True, exist_ok=True)
-            keyframe.lidar.points.astype(np.float32).tofile(out / lidar_rec["filename"])
-            save_npz(out / "gt" / "lidar" / f"{lidar_rec['token']}.npz", semantic=keyframe.lidar.semantic,
-                     instance=keyframe.lidar.instance)
-            for frame in keyframe.cameras:
-                rec = add_sample_data(frame.name, sample["token"], frame.time, True, "jpg", frame.calibration.width,
-                                      frame.calibration.height, "samples", frame.ego_pose)
-                _camera_files(frame, out / rec["filename"], out / "gt" / "depth" / f"{rec['token']}.npz", quality)
-            occ = keyframe.occupancy
-            save_npz(out / "gt" / "occ3d" / name / sample["token"] / "labels.npz", semantics=occ.semantics,
-                     mask_lidar=occ.mask_lidar, mask_camera=occ.mask_camera)
-            _annotate(world, keyframe, sample["token"], annotations, instance_category, cfg, seed, name,
-                      attribute_tokens)
-            if sweeps and k + 1 < frames:
-                for j in range(1, sweeps_per_keyframe):
-                    for cam in rig.cameras:
-                        ts = t + delays[cam.name] + j * keyframe_dt / sweeps_per_keyframe
-                        frame = world.render_camera(cam, ts)
-                        rec = add_sample_data(cam.name, sample["token"], ts, False, "jpg", cam.width, cam.height,
-                                              "sweeps", frame.ego_pose)
-                        _camera_files(frame, out / rec["filename"], out / "gt" / "depth" / f"{rec['token']}.npz",
-                                      quality)
+            writer.write_keyframe(k)
             if progress is not None:
-                progress(name, k)
-
-        _link(samples)
-        for records in per_channel.values():
-            records.sort(key=lambda r: r["timestamp"])
-            _link(records)
-        for instance_id, anns in annotations.items():
-            category = instance_category[instance_id]
-            if category not in category_tokens:
-                category_tokens[category] = make_token(seed, "category", category)
-            inst_token = make_token(seed, name, "instance", instance_id)
-            for ann in anns:
-                ann["instance_token"] = inst_token
-                T("sample_annotation", ann)
-            _link(anns)
-            T("instance", {"token": inst_token, "category_token": category_tokens[category],
-                           "nbr_annotations": len(anns), "first_annotation_token": anns[0]["token"],
-                           "last_annotation_token": anns[-1]["token"]})
-        T("scene", {"token": make_token(seed, name, "scene"), "log_token": log["token"], "nbr_samples": len(samples),
-                    "first_sample_token": samples[0]["token"], "last_sample_token": samples[-1]["token"], "name": name,
-                    "description": f"synthetic street, seed {seed}, scene {scene_index}"})
-        n_samples += len(samples)
-        n_data += sum(len(r) for r in per_channel.values())
-
-    for category, tok in sorted(category_tokens.items()):
-        T("category", {"token": tok, "name": category, "description": f"synthetic {category}"})
-    tables.write(out / version)
-    return {"dataroot": str(out), "version": version, "scenes": scenes, "samples": n_samples, "sample_data": n_data,
-            "annotations": len(tables.tables["sample_annotation"]), "cameras": list(rig.camera_names),
-            "image_size": [rig.cameras[0].width, rig.cameras[0].height], "sweeps": bool(sweeps),
-            "seconds": round(wallclock.perf_counter() - started, 3)}
+                progress(writer.name, k)
+        samples, data = writer.finish()
+        n_samples, n_data = n_samples + samples, n_data + data
+    for category, tok in sorted(run.category_tokens.items()):
+        run.tables.add("category", {"token": tok, "name": category, "description": f"synthetic {category}"})
+    run.tables.write(run.out / version)
+    return {"dataroot": str(run.out), "version": version, "scenes": scenes, "samples": n_samples,
+            "sample_data": n_data, "annotations": len(run.tables.tables["sample_annotation"]),
+            "cameras": list(rig.camera_names), "image_size": [rig.cameras[0].width, rig.cameras[0].height],
+            "sweeps": bool(sweeps), "seconds": round(wallclock.perf_counter() - started, 3)}
 
 
 def _annotate(world: SyntheticWorld, keyframe: Keyframe, sample_token: str, annotations: dict, categories: dict,

@@ -92,6 +92,17 @@ def rotate_from_local(vectors: np.ndarray, yaw: np.ndarray) -> np.ndarray:
                      vectors[..., 2]], axis=-1)
 
 
+def unit_sphere_hits(o: np.ndarray, d: np.ndarray):
+    """Entry and exit distances of rays ``o + t * d`` through the unit sphere (any dimension; NaN on a miss), and
+    the quadratic's a = |d|^2 and c = |o|^2 - 1 (c <= 0: the origin is inside)."""
+    a = np.einsum("...i,...i->...", d, d)
+    b = np.einsum("...i,...i->...", d, o)
+    c = float(o @ o) - 1.0
+    disc = b * b - a * c
+    root = np.sqrt(np.where(disc >= 0, disc, np.nan))
+    return (-b - root) / a, (-b + root) / a, a, c
+
+
 def intersect_local(kind: int, half: np.ndarray, origin: np.ndarray, dirs: np.ndarray, near: float) -> np.ndarray:
     """Entry distance t > near of rays ``origin + t * dirs`` (local frame) into one primitive; inf on a miss."""
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -103,23 +114,9 @@ def intersect_local(kind: int, half: np.ndarray, origin: np.ndarray, dirs: np.nd
             t_in = np.fmax(np.fmax(near_t[..., 0], near_t[..., 1]), near_t[..., 2])
             t_out = np.fmin(np.fmin(far_t[..., 0], far_t[..., 1]), far_t[..., 2])
         elif kind == ELLIPSOID:
-            o = origin / half
-            d = dirs / half
-            a = np.einsum("...i,...i->...", d, d)
-            b = np.einsum("...i,...i->...", d, o)
-            c = float(o @ o) - 1.0
-            disc = b * b - a * c
-            root = np.sqrt(np.where(disc >= 0, disc, np.nan))
-            t_in, t_out = (-b - root) / a, (-b + root) / a
-        else:  # CYLINDER
-            o = origin[:2] / half[:2]
-            d = dirs[..., :2] / half[:2]
-            a = np.einsum("...i,...i->...", d, d)
-            b = np.einsum("...i,...i->...", d, o)
-            c = float(o @ o) - 1.0
-            disc = b * b - a * c
-            root = np.sqrt(np.where(disc >= 0, disc, np.nan))
-            side_in, side_out = (-b - root) / a, (-b + root) / a
+            t_in, t_out, _, _ = unit_sphere_hits(origin / half, dirs / half)
+        else:  # CYLINDER: an infinite unit circle in xy, cut by the z slab
+            side_in, side_out, a, c = unit_sphere_hits(origin[:2] / half[:2], dirs[..., :2] / half[:2])
             vertical = a == 0  # a ray along the axis: inside the disc or never
             side_in = np.where(vertical, -np.inf if c <= 0 else np.nan, side_in)
             side_out = np.where(vertical, np.inf if c <= 0 else np.nan, side_out)

@@ -343,16 +343,3 @@ def _traffic(b: _Builder, sides: dict, lanes: int, lane_w: float, ego: EgoDrive,
                     continue
                 placed.append((x, span))
                 _vehicle(b, kind, x, y, heading, speed)
-
-
-def flat_scene(primitives: Primitives | None = None, speed: float = 0.0, materials: Materials | None = None,
-               name: str = "flat") -> Scene:
-    """A bare world: one driveable ground plane, the given primitives, a still (or straight-driving) ego at the
-    origin of the street frame, which is also the global frame. For tests and debugging."""
-    grey = Materials.from_rows([{"base": (0.5, 0.5, 0.5)}])
-    return Scene(primitives if primitives is not None else Primitives.empty(), materials or grey,
-                 GroundStrips(np.array([-1e9, 1e9]), np.array([CLASS_ID["driveable_surface"]], np.uint8),
-                              np.zeros(1, np.int32)),
-                 Lighting(np.array([0.0, 0.6, 0.8]), 0.8, 0.3, np.array([0.3, 0.5, 0.8]), np.array([0.8, 0.8, 0.9]),
-                          400.0),
-                 EgoDrive(0.0, speed, 0.0, 0.0, 10.0, 0.0), np.eye(4), name=name)
