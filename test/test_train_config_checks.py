@@ -66,3 +66,17 @@ def test_yaml_scalars_are_read_as_meant():
     config = train_config_from_dict({"optim": {"lr": "1e-4", "betas": [0, 0.9]}, "data": {"scenes": None,
                                      "features_dir": "x"}})
     assert config.optim.lr == 1e-4 and config.optim.betas == (0.0, 0.9) and config.data.features_dir == "x"
+
+
+@pytest.mark.parametrize("command, extra, bad, expected", [
+    ("teacher", ["--version", "v1.0-synth"], {"optim": {"losses": {"rgbb": 1.0}}}, "losses: unknown keys rgbb"),
+    ("teacher", ["--version", "v1.0-synth"], {"size": [228]}, "size: expected 2 values"),
+    ("features", ["--version", "v1.0-synth", "--clip-model", "ViT-B-16", "--clip-weights", __file__],
+     {"fit_max_images": "many"}, "fit_max_images: expected a whole number"),
+])
+def test_teacher_and_features_configs_are_checked_the_same_way(tmp_path, capsys, command, extra, bad, expected):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    assert main([command, "--data", str(tmp_path), *extra, "--config", str(path)]) == 2
+    error = capsys.readouterr().err
+    assert expected in error and "Traceback" not in error and len(error.strip().splitlines()) == 1

@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from distillnerf.config_files import load_yaml
+    from distillnerf.dataclass_config import dataclass_from_dict
 
     from ..features.pipeline import FeatureJob, run_features
 
@@ -61,12 +62,16 @@ def run(args: argparse.Namespace) -> int:
             print(f"distillnerf features: {label} {path} is not a file (weights are only read locally)",
                   file=sys.stderr)
             return 2
-    defaults = load_yaml(args.config, "train")
-    defaults["size"] = tuple(defaults.get("size", (448, 252)))
-    overrides = {"size": args.size, "out": args.out, "device": args.device}
-    job = FeatureJob(data=args.data, version=args.version, clip_model=args.clip_model, clip_weights=args.clip_weights,
-                     dino_model=args.dino_model, dino_weights=args.dino_weights,
-                     **{**defaults, **{k: v for k, v in overrides.items() if v is not None}})
+    try:
+        defaults = load_yaml(args.config, "train")
+        overrides = {"size": args.size, "out": args.out, "device": args.device}
+        job = dataclass_from_dict(FeatureJob, {
+            "data": args.data, "version": args.version, "clip_model": args.clip_model,
+            "clip_weights": args.clip_weights, "dino_model": args.dino_model, "dino_weights": args.dino_weights,
+            **defaults, **{k: v for k, v in overrides.items() if v is not None}}, f"features config {args.config}")
+    except (FileNotFoundError, ValueError) as error:
+        print(f"distillnerf features: {error}", file=sys.stderr)
+        return 2
 
     def progress(done: int, total: int) -> None:
         print(f"\rfeatures: {done}/{total} camera images", end="", file=sys.stderr, flush=True)

@@ -49,7 +49,11 @@ def run(args: argparse.Namespace) -> int:
     from ..teacher.pipeline import TeacherConfig, run_scene
     from ..teacher.scene import scene_names, shard
 
-    config = TeacherConfig.from_dict(load_yaml(args.config, "train"))
+    try:
+        config = TeacherConfig.from_dict(load_yaml(args.config, "train"), f"teacher config {args.config}")
+    except (FileNotFoundError, ValueError) as error:
+        print(f"distillnerf teacher: {error}", file=sys.stderr)
+        return 2
     if args.steps is not None:
         config.optim.steps = args.steps
     if args.size is not None:

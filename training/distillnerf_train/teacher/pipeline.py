@@ -19,13 +19,14 @@ from typing import Callable
 import numpy as np
 import torch
 
+from distillnerf.dataclass_config import dataclass_from_dict
 from distillnerf.geometry import distance_to_camera_z, pixel_rays
 from distillnerf.metrics import MeanAccumulator, depth_metrics, psnr
 
 from ..data import VIRTUAL_VIEWS
 from ..data.targets import read_npz, resize_depth
 from .field import FieldConfig
-from .optimise import LossWeights, OptimConfig, TeacherOptimiser
+from .optimise import OptimConfig, TeacherOptimiser
 from .render import RenderConfig, render_image
 from .scene import SceneRays, as_numpy_image, load_scene, virtual_cam_to_ego
 
@@ -46,12 +47,10 @@ class TeacherConfig:
     optim: OptimConfig = default_field(default_factory=OptimConfig)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TeacherConfig":
-        data = dict(data)
-        optim = dict(data.pop("optim", {}))
-        losses = LossWeights(**optim.pop("losses", {}))
-        return cls(size=tuple(data.pop("size", (228, 128))), field=FieldConfig(**data.pop("field", {})),
-                   render=RenderConfig(**data.pop("render", {})), optim=OptimConfig(losses=losses, **optim), **data)
+    def from_dict(cls, data: dict, source: str = "teacher config") -> "TeacherConfig":
+        """Typed and checked like every config (``distillnerf.dataclass_config``): nested sections, unknown keys
+        and wrong types name the file and key."""
+        return dataclass_from_dict(cls, data, source)
 
 
 def evaluate_scene(scene: SceneRays, renders: dict[tuple[int, int], dict],
