@@ -39,6 +39,7 @@ setup(
             "nuscenes2bag = distillnerf_ros.bag.cli:add_nuscenes2bag_parser",
             "replay = distillnerf_ros.bag.cli:add_replay_parser",
             "bench-node = distillnerf_ros.bench:add_parser",
+            "soak-node = distillnerf_ros.soak:add_parser",
             "demo = distillnerf_ros.demo.cli:add_parser",
         ],
     },

@@ -28,3 +28,15 @@ def test_bench_node_reports_overhead_and_rates(nuscenes_tiny, ros_domain_id):
     rate, sent, synced, processed = (float(v) for v in row.split()[:4])
     assert sent == 6 and synced <= sent and processed <= synced
     assert row.split()[-1] in {"yes", "no"}
+
+
+@pytest.mark.slow
+def test_soak_node_reports_no_false_dropout_for_healthy_cameras(nuscenes_tiny, ros_domain_id):
+    """Six healthy cameras streamed into a real node process: /diagnostics counts every image and no dropout."""
+    result = subprocess.run([sys.executable, "-m", "distillnerf.cli", "soak-node", "--random-weights", "--rate", "4",
+                             "--seconds", "3", "--dataroot", str(nuscenes_tiny)],
+                            capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "false dropouts: 0 " in result.stdout
+    received = result.stdout.split("images received per camera: ")[1].splitlines()[0]
+    assert received.count(": 12") == 6, received  # 4 Hz x 3 s, every image of every camera
