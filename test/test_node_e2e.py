@@ -192,7 +192,7 @@ def check_outputs(outputs: Outputs, stamp: int, cameras, frames, render_size, rg
 
 def test_compressed_outputs_bad_inputs_dropout_and_query(ros_context, samples):
     small = [{c: resized_frame(f, 400, 225) for c, f in sample.items()} for sample in samples]
-    # the default input QoS (best effort), images paced as real cameras fire (a burst of six full-size JPEGs
+    # the default input QoS (auto: these publishers are best effort, so best effort), images paced as real cameras fire (a burst of six full-size JPEGs
     # overflows the loopback buffers); the raw-image test below takes `input_qos: reliable`
     process = start_node(compressed=True, publish_rgb=True, camera_timeout=4.0)
     session = Session(ros_context, compressed=True, reliable=False)
@@ -254,6 +254,54 @@ def test_compressed_outputs_bad_inputs_dropout_and_query(ros_context, samples):
             base += 5 * NS
             session.send_until_output(good, base, process)
             base += 5 * NS
+
+        # distortion: CAM_FRONT's CameraInfo says plumb_bob with a rectified camera P; its depth is published for
+        # the rectified camera (d = 0, K from P at the render size); an unknown model is refused with a reason
+        from sensor_msgs.msg import CameraInfo
+
+        def distorted_info(stamp_ns, model, d, p_scale=0.8):
+            info = CameraInfo(width=front.width, height=front.height, distortion_model=model, d=list(d))
+            info.header.frame_id = "CAM_FRONT"
+            info.header.stamp.sec, info.header.stamp.nanosec = divmod(int(stamp_ns), NS)
+            k = np.asarray(front.intrinsics, dtype=float)
+            info.k = k.reshape(-1).tolist()
+            rectified = k.copy()
+            rectified[0, 0] *= p_scale
+            rectified[1, 1] *= p_scale
+            info.p = np.hstack([rectified, np.zeros((3, 1))]).reshape(-1).tolist()
+            return info, rectified
+
+        for attempt in range(20):
+            base += NS
+            newest = session.player.publish_set(good, base, skip={"CAM_FRONT"})
+            info, rectified = distorted_info(base, "plumb_bob", [-0.3, 0.1, 0.0, 0.0, 0.0])
+            session.player.infos["CAM_FRONT"].publish(info)
+            time.sleep(0.05)
+            stamp_front = base + front.offset_ns
+            session.player.images["CAM_FRONT"].publish(session.player.image_message("CAM_FRONT", stamp_front, front))
+            stamp = max(newest, stamp_front)
+            answer_by = time.monotonic() + 3.0
+            while not (found := session.outputs.with_stamp("CAM_FRONT/camera_info", stamp)) \
+                    and time.monotonic() < answer_by:
+                time.sleep(0.02)
+            if found:
+                break
+        else:
+            raise AssertionError(f"no output for the distorted CAM_FRONT:\n{process.log()[-3000:]}")
+        depth_info = found[-1]
+        expected = np.diag([32 / front.width, 18 / front.height, 1.0]) @ rectified  # at the render size
+        assert np.allclose(np.asarray(depth_info.k).reshape(3, 3), expected, rtol=1e-4)
+        assert not any(depth_info.d)
+        mark = len(process.lines)
+        for attempt in range(20):
+            session.player.infos["CAM_FRONT"].publish(distorted_info(base + attempt * NS // 10, "fisheye_magic",
+                                                                     [0.1])[0])
+            if process.wait_for_log("fisheye_magic", 1.0, start=mark):
+                break
+        assert "distortion" in process.wait_for_log("fisheye_magic", 1.0, start=mark)
+        base += 5 * NS
+        session.send_until_output(good, base, process)  # a plain CameraInfo again: CAM_FRONT back in the sets
+        base += 5 * NS
 
         # duplicate stamps: the same set again is dropped (warned), then a new one goes through
         mark = len(process.lines)
