@@ -98,7 +98,7 @@ def test_every_occupied_voxel_holds_a_surface(street):
     # A 5^3 lattice including the voxel's corners: some points inside a solid and some outside.
     lattice = np.stack(np.meshgrid(*[np.linspace(0, 1, 5)] * 3, indexing="ij"), -1).reshape(-1, 3)
     sample = occupied[np.random.default_rng(0).choice(len(occupied), 1500, replace=False)]
-    ego_points = world.grid.range_min + (sample[:, None, :] + lattice[None]) * world.grid.voxel_size
+    ego_points = world.grid.corner + (sample[:, None, :] + lattice[None]) * world.grid.cubic_voxel
     pose = world.ego_to_street(key.time)
     street_points = ego_points @ pose[:3, :3].T + pose[:3, 3]
     inside = inside_union(world.scene, key.time, street_points)
@@ -116,7 +116,7 @@ def test_lidar_returns_fall_in_occupied_and_lidar_visible_voxels(street):
     occ = key.occupancy
     in_occupied = occ.semantics[tuple(index.T)] != FREE
     assert in_occupied.mean() > 0.99, in_occupied.mean()
-    offset = (ego[valid] - world.grid.range_min) / world.grid.voxel_size
+    offset = (ego[valid] - world.grid.corner) / world.grid.cubic_voxel
     off_faces = np.all(np.abs(offset - np.round(offset)) > 1e-4, axis=1)  # float32 points may cross a face
     assert np.all(occ.mask_lidar[tuple(index[off_faces].T)] == 1)
     # The voxel's class is the class the LiDAR saw there (object classes win over the ground they stand on).
@@ -142,7 +142,7 @@ def test_camera_mask_matches_exact_visibility(street):
     centres_cam = []
     for idx in (visible, hidden_in_view):
         pick = idx[rng.choice(len(idx), min(len(idx), 4000), replace=False)]
-        centres = world.grid.centers(pick) @ ego_to_street[:3, :3].T + ego_to_street[:3, 3]
+        centres = world.grid.voxel_centres(pick) @ ego_to_street[:3, :3].T + ego_to_street[:3, 3]
         centres_cam.append(centres)
     origin = cam_to_street[:3, 3]
     h = world.grid.half_diagonal

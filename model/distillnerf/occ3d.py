@@ -53,9 +53,38 @@ class OccGridSpec:
         """Ego coordinates of the grid's minimum corner."""
         return (self.x_range[0], self.y_range[0], self.z_range[0])
 
+    @property
+    def corner(self) -> np.ndarray:
+        """``origin`` as a float64 array (the minimum corner of voxel 0)."""
+        return np.asarray(self.origin, dtype=np.float64)
+
+    @property
+    def cubic_voxel(self) -> float:
+        """The edge of the grid's cubic voxels; ValueError for a grid whose voxels are not cubes."""
+        edges = self.voxel_size
+        if max(edges) - min(edges) > 1e-9 * max(edges):
+            raise ValueError(f"voxels of {edges} m are not cubes")
+        return float(edges[0])
+
+    @property
+    def half_diagonal(self) -> float:
+        """Half the space diagonal of a (cubic) voxel: a point this close to its centre may be in it."""
+        return self.cubic_voxel * np.sqrt(3.0) / 2.0
+
     def voxel_centres(self, indices) -> np.ndarray:
-        """Ego coordinates [N, 3] of the centres of voxels ``indices`` [N, 3] (ix, iy, iz)."""
-        return np.asarray(self.origin) + (np.asarray(indices, dtype=np.float64) + 0.5) * np.asarray(self.voxel_size)
+        """Ego coordinates [..., 3] of the centres of voxels ``indices`` [..., 3] (ix, iy, iz)."""
+        return self.corner + (np.asarray(indices, dtype=np.float64) + 0.5) * np.asarray(self.voxel_size)
+
+    def all_voxel_centres(self) -> np.ndarray:
+        """Ego coordinates [X, Y, Z, 3] of every voxel centre."""
+        axes = [self.origin[k] + (np.arange(self.size[k]) + 0.5) * self.voxel_size[k] for k in range(3)]
+        return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
+
+    def index_of(self, points) -> tuple[np.ndarray, np.ndarray]:
+        """Integer voxel indices [..., 3] of ego-frame points, and whether each lies in the grid."""
+        index = np.floor((np.asarray(points) - self.corner) / np.asarray(self.voxel_size)).astype(np.int64)
+        valid = np.all((index >= 0) & (index < np.array(self.size)), axis=-1)
+        return index, valid
 
     def centres(self, device="cpu", subsamples=1):
         """Sample points (torch) [X*Y*Z*S, 3] ordered [ix, iy, iz, sub] (S sub-samples per voxel, a regular

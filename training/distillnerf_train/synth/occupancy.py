@@ -15,9 +15,9 @@ maximum range.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
+
+from distillnerf.occ3d import OccGridSpec
 
 from distillnerf_train.synth.config import OccupancySettings
 from distillnerf_train.synth.geometry import distance_bound_local, inside_local, rotate_to_local, to_local
@@ -38,35 +38,11 @@ def _priority() -> np.ndarray:
 PRIORITY = _priority()
 
 
-@dataclass(frozen=True)
-class VoxelGrid:
-    range_min: np.ndarray  # (3,) metres, ego frame
-    voxel_size: float
-    shape: tuple[int, int, int]
-
-    @staticmethod
-    def from_config(cfg: OccupancySettings) -> "VoxelGrid":
-        low, high = np.asarray(cfg.range_min, float), np.asarray(cfg.range_max, float)
-        size = cfg.voxel_size
-        return VoxelGrid(low, size, tuple(int(round(v)) for v in (high - low) / size))
-
-    @property
-    def half_diagonal(self) -> float:
-        return self.voxel_size * np.sqrt(3.0) / 2.0
-
-    def centers(self, index: np.ndarray) -> np.ndarray:
-        """Ego-frame centres of voxels at integer indices (..., 3)."""
-        return self.range_min + (index + 0.5) * self.voxel_size
-
-    def all_centers(self) -> np.ndarray:
-        axes = [self.range_min[k] + (np.arange(self.shape[k]) + 0.5) * self.voxel_size for k in range(3)]
-        return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
-
-    def index_of(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Integer voxel indices of ego-frame points, and whether each lies in the grid."""
-        index = np.floor((points - self.range_min) / self.voxel_size).astype(np.int64)
-        valid = np.all((index >= 0) & (index < np.array(self.shape)), axis=-1)
-        return index, valid
+def grid_from_config(cfg: OccupancySettings) -> OccGridSpec:
+    """The label grid of the synth config's ``occupancy`` section (cubic voxels; Occ3D's by default)."""
+    low, high = np.asarray(cfg.range_min, float), np.asarray(cfg.range_max, float)
+    size = tuple(int(round(v)) for v in (high - low) / cfg.voxel_size)
+    return OccGridSpec(*((float(lo), float(hi)) for lo, hi in zip(low, high)), size=size)
 
 
 def _transform(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -74,7 +50,7 @@ def _transform(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     return (flat @ matrix[:3, :3].T + matrix[:3, 3]).reshape(points.shape)
 
 
-def semantics(scene: Scene, time: float, ego_to_street: np.ndarray, grid: VoxelGrid, subsamples: int) -> np.ndarray:
+def semantics(scene: Scene, time: float, ego_to_street: np.ndarray, grid: OccGridSpec, subsamples: int) -> np.ndarray:
     """(X, Y, Z) uint8 Occ3D classes of the scene at ``time`` in the ego frame ``ego_to_street``; FREE elsewhere.
 
     The ego never pitches or rolls in this world (flat ground), so voxel layers are horizontal in the street frame:
@@ -84,8 +60,8 @@ def semantics(scene: Scene, time: float, ego_to_street: np.ndarray, grid: VoxelG
     if not np.allclose(ego_to_street[2, :3], (0.0, 0.0, 1.0)):
         raise ValueError("occupancy expects an ego frame without pitch or roll")
     prims = scene.primitives
-    size, h = grid.voxel_size, grid.half_diagonal
-    axes = [grid.range_min[k] + (np.arange(grid.shape[k]) + 0.5) * size for k in range(3)]
+    size, h = grid.cubic_voxel, grid.half_diagonal
+    axes = [grid.corner[k] + (np.arange(grid.shape[k]) + 0.5) * size for k in range(3)]
     z_street = axes[2] + ego_to_street[2, 3]
 
     # Ground: the layer whose closed z range holds z = 0 (lattice points below and above), class by ground strip.
@@ -101,8 +77,8 @@ def semantics(scene: Scene, time: float, ego_to_street: np.ndarray, grid: VoxelG
     interior[:, :, z_street + size / 2 <= 0.0] = True  # under the ground: every lattice point is inside
     street_to_ego = np.linalg.inv(ego_to_street)
     corners = _transform(street_to_ego, prims.corners_at(time))  # (P, 8, 3)
-    low = np.floor((corners.min(axis=1) - grid.range_min) / size).astype(int) - 1
-    high = np.floor((corners.max(axis=1) - grid.range_min) / size).astype(int) + 2
+    low = np.floor((corners.min(axis=1) - grid.corner) / size).astype(int) - 1
+    high = np.floor((corners.max(axis=1) - grid.corner) / size).astype(int) + 2
     low, high = np.maximum(low, 0), np.minimum(high, grid.shape)
     centers_t = prims.centers_at(time)
     blocks = {}
@@ -123,7 +99,7 @@ def semantics(scene: Scene, time: float, ego_to_street: np.ndarray, grid: VoxelG
     n = int(subsamples)
     # A closed lattice (it includes the voxel's faces and corners), so a surface on a face counts too.
     offsets = np.stack(np.meshgrid(*[np.linspace(-0.5, 0.5, n)] * 3, indexing="ij"), -1).reshape(-1, 3)
-    centers = _transform(ego_to_street, grid.centers(index))  # lattice point = centre + rigid offset: no (N, S, 3)
+    centers = _transform(ego_to_street, grid.voxel_centres(index))  # lattice point = centre + rigid offset: no (N, S, 3)
     offsets = offsets * size @ ego_to_street[:3, :3].T  # transform of all points
     inside_any = centers[:, None, 2] + offsets[None, :, 2] <= 0.0
     best_class = np.where(inside_any.any(axis=1), out[tuple(index.T)], FREE).astype(np.uint8)
@@ -148,7 +124,7 @@ def semantics(scene: Scene, time: float, ego_to_street: np.ndarray, grid: VoxelG
     return out
 
 
-def camera_mask(grid: VoxelGrid, ego_pose: np.ndarray, frames, exact_distance=None) -> np.ndarray:
+def camera_mask(grid: OccGridSpec, ego_pose: np.ndarray, frames, exact_distance=None) -> np.ndarray:
     """(X, Y, Z) uint8: voxels seen by any of the camera ``frames`` (see the module docstring).
 
     ``ego_pose`` (ego -> global) is the grid's frame, at the LiDAR time; each frame has its own ego pose. The rendered
@@ -156,7 +132,7 @@ def camera_mask(grid: VoxelGrid, ego_pose: np.ndarray, frames, exact_distance=No
     edges, grazing ground), ``exact_distance(frame, points_cam)`` -- the distance to the first surface along the rays
     towards camera-frame points -- settles it exactly when given.
     """
-    centers = grid.all_centers().reshape(-1, 3).astype(np.float32)  # ego-frame metres: float32 is ample
+    centers = grid.all_voxel_centres().reshape(-1, 3).astype(np.float32)  # ego-frame metres: float32 is ample
     visible = np.zeros(centers.shape[0], bool)
     for frame in frames:
         cal = frame.calibration
@@ -183,15 +159,15 @@ def camera_mask(grid: VoxelGrid, ego_pose: np.ndarray, frames, exact_distance=No
     return visible.reshape(grid.shape).astype(np.uint8)
 
 
-def _grid_exit(grid: VoxelGrid, origin: np.ndarray, dirs: np.ndarray) -> np.ndarray:
+def _grid_exit(grid: OccGridSpec, origin: np.ndarray, dirs: np.ndarray) -> np.ndarray:
     """Distance at which rays from ``origin`` (inside the grid) leave it."""
-    high = grid.range_min + np.array(grid.shape) * grid.voxel_size
+    high = grid.corner + np.array(grid.shape) * grid.cubic_voxel
     with np.errstate(divide="ignore"):
-        t = np.where(dirs > 0, (high - origin) / dirs, np.where(dirs < 0, (grid.range_min - origin) / dirs, np.inf))
+        t = np.where(dirs > 0, (high - origin) / dirs, np.where(dirs < 0, (grid.corner - origin) / dirs, np.inf))
     return t.min(axis=1)
 
 
-def lidar_mask(grid: VoxelGrid, origin: np.ndarray, dirs: np.ndarray, ranges: np.ndarray,
+def lidar_mask(grid: OccGridSpec, origin: np.ndarray, dirs: np.ndarray, ranges: np.ndarray,
                max_range: float) -> np.ndarray:
     """(X, Y, Z) uint8: every voxel that a LiDAR ray (ego frame ``origin``, unit ``dirs``) passes through, up to and
     including the voxel of its return; ``ranges`` is inf for rays without a return (traced to ``max_range``).
@@ -201,9 +177,9 @@ def lidar_mask(grid: VoxelGrid, origin: np.ndarray, dirs: np.ndarray, ranges: np
     """
     hit = np.isfinite(ranges)
     length = np.maximum(np.minimum(np.where(hit, ranges, max_range), _grid_exit(grid, origin, dirs)), 0.0)
-    size = grid.voxel_size
-    start = np.floor((origin - grid.range_min) / size).astype(np.int64)
-    end = np.floor((origin + dirs * length[:, None] - grid.range_min) / size).astype(np.int64)
+    size = grid.cubic_voxel
+    start = np.floor((origin - grid.corner) / size).astype(np.int64)
+    end = np.floor((origin + dirs * length[:, None] - grid.corner) / size).astype(np.int64)
     mask = np.zeros(grid.shape, np.uint8)
     chunks = [start[None]]
     for axis in range(3):
@@ -214,9 +190,9 @@ def lidar_mask(grid: VoxelGrid, origin: np.ndarray, dirs: np.ndarray, ranges: np
         step = np.arange(ray.size) - (np.cumsum(counts) - counts)[ray]
         forward = dirs[ray, axis] > 0
         behind = np.where(forward, start[axis] + 1 + step, start[axis] - 1 - step)  # voxel index after the crossing
-        plane = grid.range_min[axis] + np.where(forward, behind, behind + 1) * size
+        plane = grid.corner[axis] + np.where(forward, behind, behind + 1) * size
         t = (plane - origin[axis]) / dirs[ray, axis]
-        index = np.floor((origin + dirs[ray] * t[:, None] - grid.range_min) / size).astype(np.int64)
+        index = np.floor((origin + dirs[ray] * t[:, None] - grid.corner) / size).astype(np.int64)
         index[:, axis] = behind
         chunks.append(index)
     index = np.concatenate(chunks)

@@ -15,7 +15,7 @@ import numpy as np
 from distillnerf.rig import CameraCalibration, Rig, SensorExtrinsics, load_rig
 from distillnerf_train.synth.config import SynthSource, load_synth_config
 from distillnerf_train.synth.layout import build_scene
-from distillnerf_train.synth.occupancy import VoxelGrid, camera_mask, lidar_mask, semantics
+from distillnerf_train.synth.occupancy import camera_mask, grid_from_config, lidar_mask, semantics
 from distillnerf_train.synth.raycast import Region, cast, nearest_hits
 from distillnerf_train.synth.scene import Scene
 from distillnerf_train.synth.sensors import LidarPattern, camera_directions, camera_regions
@@ -83,7 +83,7 @@ class SyntheticWorld:
         self.scene = scene if scene is not None else build_scene(
             np.random.default_rng(seed), self.config, drive_seconds, name)
         self.lidar_pattern = LidarPattern.from_config(self.config.lidar)
-        self.grid = VoxelGrid.from_config(self.config.occupancy)
+        self.grid = grid_from_config(self.config.occupancy)
         default_mount = self.config.lidar.default_mount
         self.lidar_extrinsics = self.rig.lidar or SensorExtrinsics(
             "LIDAR_TOP", np.asarray(default_mount.translation, float), np.asarray(default_mount.rotation_wxyz, float))
