@@ -21,13 +21,12 @@ import argparse
 import os
 import statistics
 import time
-from pathlib import Path
 
 from distillnerf_ros.bench_parts import (FixedResultBackend, OUTPUT_KEYS, builder_timings, drain, rig_pose, sink,
                                          wait_for_subscriptions)
 from distillnerf_ros.conversions import set_stamp
+from distillnerf_ros.harness import add_frames_arguments, samples_of
 
-DEFAULT_DATAROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nuscenes-tiny"
 #: Goals of the node's overhead per set, as a share of the full-resolution decode of its six JPEGs.
 GOAL_ALL_OUTPUTS, GOAL_WITHOUT_VOLUMES = 0.35, 0.2
 #: The two volume outputs left unsubscribed in run (c).
@@ -37,9 +36,7 @@ VOLUME_OUTPUTS = ("occupancy", "semantic_occupancy")
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(name, help="measure the ROS node's own overhead per frame and its input rate",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataroot", default=os.environ.get("NUSCENES_DATAROOT", str(DEFAULT_DATAROOT)),
-                        help="nuScenes dataroot (v1.0-tiny is enough): the real 1600x900 JPEGs are sent")
-    parser.add_argument("--version", default="v1.0-tiny")
+    add_frames_arguments(parser)
     parser.add_argument("--frames", type=int, default=30, help="camera sets timed per run")
     parser.add_argument("--rates", default="5,10,20,40", help="input rates (Hz) tried over DDS, comma-separated")
     parser.add_argument("--seconds", type=float, default=4.0, help="duration of each rate trial")
@@ -230,13 +227,11 @@ def run(args) -> int:
     import torch
 
     from distillnerf.rig import NUSCENES_CAMERAS
-    from distillnerf_ros.harness import load_nuscenes_samples
 
     torch.set_num_threads(1)
-    if not (Path(args.dataroot) / args.version).is_dir():
-        print(f"bench-node: no nuScenes {args.version} under {args.dataroot} (set --dataroot)")
+    samples = samples_of(args, "bench-node")
+    if samples is None:
         return 2
-    samples = load_nuscenes_samples(args.dataroot, NUSCENES_CAMERAS, args.version)
     backend, threshold, description = load_result(args, samples)
     first = samples[0][NUSCENES_CAMERAS[0]]
     print(f"distillnerf bench-node: six {first.width}x{first.height} nuScenes images per set; outputs of model "

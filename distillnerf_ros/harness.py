@@ -26,6 +26,27 @@ class CameraFrame:
     offset_ns: int  # stamp relative to the sample's earliest camera
 
 
+#: The real frames beside a checkout (``../shared/data``); ``NUSCENES_DATAROOT`` or ``--dataroot`` elsewhere.
+DEFAULT_DATAROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nuscenes-tiny"
+
+
+def add_frames_arguments(parser) -> None:
+    """``--dataroot`` and ``--version`` of the tools that send real nuScenes frames to a node."""
+    parser.add_argument("--dataroot", default=os.environ.get("NUSCENES_DATAROOT", str(DEFAULT_DATAROOT)),
+                        help="nuScenes dataroot (v1.0-tiny is enough) whose real 1600x900 JPEGs are sent")
+    parser.add_argument("--version", default="v1.0-tiny")
+
+
+def samples_of(args, tool: str) -> list[dict] | None:
+    """The samples of ``--dataroot``/``--version``; None after one line saying why there are none."""
+    from distillnerf.rig import NUSCENES_CAMERAS
+
+    if not (Path(args.dataroot) / args.version).is_dir():
+        print(f"{tool}: no nuScenes {args.version} under {args.dataroot} (set --dataroot)")
+        return None
+    return load_nuscenes_samples(args.dataroot, NUSCENES_CAMERAS, args.version)
+
+
 def load_nuscenes_samples(dataroot: str | os.PathLike, cameras, version: str = "v1.0-tiny") -> list[dict]:
     """Per sample, {camera: CameraFrame} with real JPEG bytes, calibrated K and the real stamp offsets."""
     from nuscenes.nuscenes import NuScenes

@@ -11,17 +11,14 @@ import argparse
 import os
 import threading
 import time
-from pathlib import Path
 
-DEFAULT_DATAROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nuscenes-tiny"
+from distillnerf_ros.harness import add_frames_arguments, samples_of
 
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(name, help="stream six healthy cameras into the node; count false dropouts",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataroot", default=os.environ.get("NUSCENES_DATAROOT", str(DEFAULT_DATAROOT)),
-                        help="nuScenes dataroot whose real 1600x900 JPEGs are sent")
-    parser.add_argument("--version", default="v1.0-tiny")
+    add_frames_arguments(parser)
     parser.add_argument("--raw", action="store_true", help="send sensor_msgs/Image rgb8 instead of JPEG")
     parser.add_argument("--rate", type=float, default=12.0, help="camera sets per second")
     parser.add_argument("--seconds", type=float, default=20.0, help="how long to stream")
@@ -38,13 +35,12 @@ def run(args) -> int:
     from rclpy.qos import QoSProfile, ReliabilityPolicy
 
     from distillnerf.rig import NUSCENES_CAMERAS
-    from distillnerf_ros.harness import FramePlayer, load_nuscenes_samples
+    from distillnerf_ros.harness import FramePlayer
     from distillnerf_ros.node_process import NodeProcess, ros_arguments
 
-    if not (Path(args.dataroot) / args.version).is_dir():
-        print(f"soak-node: no nuScenes {args.version} under {args.dataroot} (set --dataroot)")
+    samples = samples_of(args, "soak-node")
+    if samples is None:
         return 2
-    samples = load_nuscenes_samples(args.dataroot, NUSCENES_CAMERAS, args.version)
     model = {"model_config": "tiny", "random_weights": True} if args.random_weights else {}
     node = NodeProcess(ros_arguments({"use_tf": False, "device": "cpu", "compressed": not args.raw,
                                       "warning_period": 0.0, **model})).start(300)
