@@ -36,24 +36,22 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     return p
 
 
-def _counts(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated camera counts, got {text!r}") from None
-    if not all(1 <= v <= 5 for v in values):
-        raise argparse.ArgumentTypeError(f"camera counts must lie in 1..5, got {text!r}")
-    return values
+def _comma_separated(kind, low, high, what: str, closed_high: bool = True):
+    """An argparse type: comma-separated ``kind`` values in [low, high] (or [low, high))."""
+    def parse(text: str) -> tuple:
+        try:
+            values = tuple(kind(v) for v in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}") from None
+        if not all(low <= v <= high if closed_high else low <= v < high for v in values):
+            span = f"{low}..{high}" if closed_high else f"[{low}, {high})"
+            raise argparse.ArgumentTypeError(f"{what} must lie in {span}, got {text!r}")
+        return values
+    return parse
 
 
-def _thresholds(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated thresholds, got {text!r}") from None
-    if not all(0.0 <= v < 1.0 for v in values):
-        raise argparse.ArgumentTypeError(f"thresholds must lie in [0, 1), got {text!r}")
-    return values
+_counts = _comma_separated(int, 1, 5, "camera counts")
+_thresholds = _comma_separated(float, 0.0, 1.0, "thresholds", closed_high=False)
 
 
 def run(args) -> int:
