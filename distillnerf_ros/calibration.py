@@ -123,6 +123,13 @@ class Extrinsics:
             return None
         return transform_to_matrix(stamped.transform)
 
+    def placeholder_intrinsics(self, camera: str, size: tuple[int, int]) -> np.ndarray:
+        """K for a model camera that sent nothing (masked out of the model's input): the rig's, else any sane K."""
+        try:
+            return self.rig.camera(camera).resized(*size).intrinsics
+        except KeyError:
+            return np.array([[size[0], 0, size[0] / 2], [0, size[0], size[1] / 2], [0, 0, 1]], dtype=np.float64)
+
     def intrinsics(self, camera: str, size: tuple[int, int]) -> np.ndarray:
         """The rig's K for ``camera`` at image ``size`` (used until the camera's CameraInfo arrives)."""
         try:

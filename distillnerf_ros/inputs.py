@@ -43,9 +43,13 @@ class InputGate:
     """Per-camera calibration state and image admission. ``fallback_intrinsics(camera, size)`` gives K when no
     CameraInfo arrived yet (the rig file's)."""
 
-    def __init__(self, compressed: bool, fallback_intrinsics):
+    def __init__(self, compressed: bool, fallback_intrinsics, names_frames: bool = True):
+        """``names_frames``: the calibration is keyed by camera name (a rig file, no TF), so an image whose
+        frame_id names another frame is worth a word."""
         self.compressed = compressed
         self._fallback = fallback_intrinsics
+        self._names_frames = names_frames
+        self._frame_id_noted: set[str] = set()
         self._calibration: dict[str, CameraCalibration | cv.InputError] = {}
         self._rectifiers = RectifierCache()
         self._held: dict[str, tuple[object, tuple[int, int]]] = {}  # camera -> (image, size) awaiting CameraInfo
@@ -89,6 +93,15 @@ class InputGate:
             return None
         self._held.pop(camera, None)
         return self._frame(camera, msg, size)
+
+    def frame_id_note(self, camera: str, frame_id: str) -> str | None:
+        """Once per camera: the warning for an image whose frame_id is not its rig entry's name (its pixels are
+        taken to have that entry's calibration; its depth keeps the image's frame_id)."""
+        if not self._names_frames or not frame_id or frame_id == camera or camera in self._frame_id_noted:
+            return None
+        self._frame_id_noted.add(camera)
+        return (f"{camera}: image frame_id {frame_id!r} is not the rig's camera {camera!r}: its extrinsics come "
+                f"from the rig entry {camera!r}; its depth keeps frame_id {frame_id!r}")
 
     def _frame(self, camera: str, msg, size: tuple[int, int]) -> CameraFrame:
         calibration = self._calibration.get(camera)

@@ -17,16 +17,14 @@ from distillnerf_ros.inputs import CameraFrame
 
 
 class ModelInputs:
-    """``camera_names`` and ``input_size`` are the model's; ``extrinsics`` gives camera -> base; ``rig_intrinsics``
-    gives K for a model camera never seen (it is masked out, any sane K does)."""
+    """``camera_names`` and ``input_size`` are the model's; ``extrinsics`` (``calibration.Extrinsics``) gives
+    camera -> base and the rig's K for a model camera never seen (it is masked out)."""
 
-    def __init__(self, camera_names, input_size: tuple[int, int], compressed: bool, extrinsics, rig_intrinsics,
-                 threads: int):
+    def __init__(self, camera_names, input_size: tuple[int, int], compressed: bool, extrinsics, threads: int):
         self.camera_names = list(camera_names)
         self.input_size = tuple(input_size)
         self.compressed = compressed
         self._extrinsics = extrinsics
-        self._rig_intrinsics = rig_intrinsics
         self._last_intrinsics: dict[str, np.ndarray] = {}
         self._pool = ThreadPoolExecutor(max_workers=max(1, min(threads, os.cpu_count() or 1)),
                                         thread_name_prefix="distillnerf-decode")
@@ -57,7 +55,8 @@ class ModelInputs:
             if frame is None:
                 images.append(np.zeros((height, width, 3), np.uint8))
                 k = self._last_intrinsics.get(camera)
-                intrinsics.append(k if k is not None else self._rig_intrinsics(camera, (width, height)))
+                intrinsics.append(k if k is not None else self._extrinsics.placeholder_intrinsics(camera,
+                                                                                                 (width, height)))
                 cam_to_ego.append(self._rig_pose(camera))
                 valid.append(False)
                 continue

@@ -14,13 +14,11 @@ import threading
 import time
 from collections import defaultdict, deque
 
-import numpy as np
 import rclpy
 from rclpy.exceptions import InvalidParameterTypeException, ParameterException
 from rclpy.node import Node
 
 from distillnerf_ros import conversions as cv
-
 from distillnerf_ros import output_messages as out
 from distillnerf_ros.backend import InferenceBackend, StartupError, load_backend, resolve_device
 from distillnerf_ros.calibration import Extrinsics
@@ -29,7 +27,7 @@ from distillnerf_ros.inputs import InputGate
 from distillnerf_ros.interface import LATCHED_QOS, NODE_NAME, OUTPUT_QOS, QUERY_TOPIC, READY_PREFIX
 from distillnerf_ros.model_inputs import ModelInputs
 from distillnerf_ros.outputs import OutputPublishers
-from distillnerf_ros.parameters import declare_parameters
+from distillnerf_ros.parameters import SPEC_BY_NAME, declare_parameters, typed_value
 from distillnerf_ros.subscriptions import CameraSubscriptions
 from distillnerf_ros.synchronizer import StampMonitor, make_synchronizer
 from distillnerf_ros.worker import InferenceWorker
@@ -84,12 +82,9 @@ class DistillNerfNode(Node):
                                "give one that has every camera in camera_names, or use_tf with TF")
         for camera in missing:  # TF may still bring them: an ERROR in /diagnostics until it does
             self.health.calibration(camera, f"not in the rig file and no TF {p.base_frame} <- {camera} yet")
-        self._gate = InputGate(p.compressed, self._extrinsics.intrinsics)
+        self._gate = InputGate(p.compressed, self._extrinsics.intrinsics, names_frames=not self._extrinsics.uses_tf)
         self._model_inputs = ModelInputs(self.backend.camera_names, self.backend.input_size, p.compressed,
-                                         self._extrinsics, self._rig_intrinsics, threads=len(p.camera_names))
-        self._query_text, self._publish_rgb = p.query_text, p.publish_rgb
-        self._threshold, self._voxel_cap = p.occupancy_threshold, p.voxel_cloud_max_points
-        self._frame_id_noted: set[str] = set()
+                                         self._extrinsics, threads=len(p.camera_names))
         self.outputs = OutputPublishers(self, p.camera_names, self.backend.camera_names, grid, self.backend.query,
                                         self.stage_ms, self.health, self.get_logger())
         self._pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", OUTPUT_QOS)
@@ -150,7 +145,10 @@ class DistillNerfNode(Node):
             self._warn((camera, "stamp_backwards"), f"{camera}: stamp jumped backwards (looped bag?): "
                                                     "synchroniser reset")
         self.health.stamped(camera, stamp)
-        self._note_frame_id(camera, msg.header.frame_id)
+        note = self._gate.frame_id_note(camera, msg.header.frame_id)
+        if note is not None:
+            self.get_logger().warning(note)
+            self.health.model[f"frame_id_{camera}"] = f"{msg.header.frame_id} (rig entry {camera})"
         try:
             frame = self._gate.admit(camera, msg)
         except cv.InputError as error:
@@ -163,16 +161,6 @@ class DistillNerfNode(Node):
     def _add_to_sync(self, frame) -> None:
         with self._sync_lock:
             self._sync.add(frame.camera, frame)
-
-    def _note_frame_id(self, camera: str, frame_id: str) -> None:
-        if not frame_id or frame_id == camera or self._extrinsics.uses_tf or camera in self._frame_id_noted:
-            return
-        # the rig entry is keyed by camera name: say which calibration this frame's pixels are taken to have
-        self._frame_id_noted.add(camera)
-        self.get_logger().warning(f"{camera}: image frame_id {frame_id!r} is not the rig's camera {camera!r}: its "
-                                  f"extrinsics come from the rig entry {camera!r}; its depth keeps frame_id "
-                                  f"{frame_id!r}")
-        self.health.model[f"frame_id_{camera}"] = f"{frame_id} (rig entry {camera})"
 
     def _on_set(self, frames: dict) -> None:
         """Synchroniser callback (holds its lock): hand over, never infer here."""
@@ -204,18 +192,15 @@ class DistillNerfNode(Node):
     def _on_set_parameters(self, parameters):
         from rcl_interfaces.msg import SetParametersResult
 
-        for parameter in parameters:
-            if parameter.name == "query_text":
-                if self._query_text != parameter.value:
-                    self.outputs.query_changed()
-                    self.get_logger().info(f"feature query set to {parameter.value!r}")
-                self._query_text = parameter.value
-            elif parameter.name == "publish_rgb":
-                self._publish_rgb = bool(parameter.value)
-            elif parameter.name == "occupancy_threshold":
-                self._threshold = float(parameter.value)
-            elif parameter.name == "voxel_cloud_max_points":
-                self._voxel_cap = int(parameter.value)
+        for parameter in parameters:  # ROS checked type and range against the declared descriptors
+            spec = SPEC_BY_NAME.get(parameter.name)
+            if spec is None or not spec.dynamic:
+                continue
+            value = typed_value(spec, parameter.value)
+            if parameter.name == "query_text" and value != self.params.query_text:
+                self.outputs.query_changed()
+                self.get_logger().info(f"feature query set to {value!r}")
+            setattr(self.params, parameter.name, value)  # the worker reads the values it runs with here
         return SetParametersResult(successful=True)
 
     def _publish_diagnostics(self) -> None:
@@ -231,12 +216,6 @@ class DistillNerfNode(Node):
         """Model-order images (at the model input size), intrinsics, extrinsics and valid mask of a set."""
         return self._model_inputs.prepare(frames)
 
-    def _rig_intrinsics(self, camera: str, size) -> np.ndarray:
-        try:
-            return self._rig.camera(camera).resized(*size).intrinsics
-        except KeyError:  # a model camera absent from the rig and never seen: any sane K, it is masked out
-            return np.array([[size[0], 0, size[0] / 2], [0, size[0], size[1] / 2], [0, 0, 1]], dtype=np.float64)
-
     def process(self, frames: dict) -> None:
         """Decode, infer and publish one synchronised set."""
         from std_msgs.msg import Float64, Header
@@ -246,10 +225,11 @@ class DistillNerfNode(Node):
         header = Header(stamp=cv.nanoseconds_to_time(stamp_ns), frame_id=self.params.base_frame)
         images, intrinsics, cam_to_ego, valid = self.prepare_inputs(frames)
         converted = time.perf_counter()
-        result = self.backend.infer(images, intrinsics, cam_to_ego, valid, occupancy_threshold=self._threshold)
+        p = self.params
+        result = self.backend.infer(images, intrinsics, cam_to_ego, valid, occupancy_threshold=p.occupancy_threshold)
         inferred = time.perf_counter()
-        self.outputs.publish(header, frames, result, voxel_cap=self._voxel_cap, publish_rgb=self._publish_rgb,
-                             query_text=self._query_text)
+        self.outputs.publish(header, frames, result, voxel_cap=p.voxel_cloud_max_points, publish_rgb=p.publish_rgb,
+                             query_text=p.query_text)
         published = time.perf_counter()
         processing = (published - began) * 1e3
         self.stage_ms["conversion"].append((converted - began) * 1e3)

@@ -222,8 +222,8 @@ def test_query_without_text_encoder_warns_once_and_publishes_nothing(node, ros_c
         deadline = time.monotonic() + 5.0
         while node.outputs.query.get_subscription_count() == 0 and time.monotonic() < deadline:
             time.sleep(0.02)
-        node.outputs.publish_query(SimpleNamespace(), node._query_text)
-        node.outputs.publish_query(SimpleNamespace(), node._query_text)
+        node.outputs.publish_query(SimpleNamespace(), node.params.query_text)
+        node.outputs.publish_query(SimpleNamespace(), node.params.query_text)
         assert node.outputs._query_unavailable_warned and "unavailable" in node.health.query_state
     finally:
         sink.destroy_node()
@@ -258,13 +258,13 @@ def test_query_cloud_follows_the_query_text(ros_context):
         while node.outputs.query.get_subscription_count() == 0 and time.monotonic() < deadline:
             time.sleep(0.02)
         header = Header(frame_id="base_link")
-        node.outputs.publish_query(header, node._query_text)
+        node.outputs.publish_query(header, node.params.query_text)
         assert node.backend.queries == []  # no query text: nothing asked, nothing published
         node.set_parameters([Parameter("query_text", value="car")])
-        node.outputs.publish_query(header, node._query_text)
+        node.outputs.publish_query(header, node.params.query_text)
         node.on_query(SimpleNamespace(data="traffic cone"))  # the ~/input/query topic sets the same parameter
         assert node.get_parameter("query_text").value == "traffic cone"
-        node.outputs.publish_query(header, node._query_text)
+        node.outputs.publish_query(header, node.params.query_text)
         from rclpy.executors import SingleThreadedExecutor
 
         executor = SingleThreadedExecutor(context=ros_context)
