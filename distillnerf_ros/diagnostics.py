@@ -93,9 +93,9 @@ class Health:
         self.uncalibrated: dict = {}  # camera -> why it has no extrinsics yet (an ERROR until it has)
 
     @_locked
-    def count(self, name: str, amount: int = 1) -> None:
-        """Add to one of the plain counters (``inferences``, ``skipped_no_subscribers``, ``resets`` ...)."""
-        setattr(self, name, getattr(self, name) + amount)
+    def skipped(self) -> None:
+        """A set was not inferred: nobody listens to any output."""
+        self.skipped_no_subscribers += 1
 
     @_locked
     def inference(self, processing_ms: float, latency_ms: float) -> None:

@@ -53,7 +53,6 @@ class InputGate:
         self._calibration: dict[str, CameraCalibration | cv.InputError] = {}
         self._rectifiers = RectifierCache()
         self._held: dict[str, tuple[object, tuple[int, int]]] = {}  # camera -> (image, size) awaiting CameraInfo
-        self.held_released = 0
 
     # -- CameraInfo -------------------------------------------------------------------------------------------
     def on_camera_info(self, camera: str, msg) -> CameraFrame | None:
@@ -71,7 +70,6 @@ class InputGate:
         held = self._held.get(camera)
         if held is not None and held[1] == size:
             del self._held[camera]
-            self.held_released += 1
             return self._frame(camera, held[0], size)
         return None
 

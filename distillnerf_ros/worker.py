@@ -65,7 +65,7 @@ class InferenceWorker:
             if frames is None:
                 continue
             if not self._wanted():
-                self._health.count("skipped_no_subscribers")
+                self._health.skipped()
                 continue
             self.run_one(frames)
 
