@@ -192,13 +192,16 @@ def check_outputs(outputs: Outputs, stamp: int, cameras, frames, render_size, rg
 
 def test_compressed_outputs_bad_inputs_dropout_and_query(ros_context, samples):
     small = [{c: resized_frame(f, 400, 225) for c, f in sample.items()} for sample in samples]
-    # the default input QoS (auto: these publishers are best effort, so best effort), images paced as real cameras fire (a burst of six full-size JPEGs
-    # overflows the loopback buffers); the raw-image test below takes `input_qos: reliable`
+    # the default input QoS (auto) with reliable cameras: the node follows them to reliable, so no full-size JPEG
+    # is lost on a busy loopback; images paced as real cameras fire. The raw-image test below sets the QoS itself
     process = start_node(compressed=True, publish_rgb=True, camera_timeout=4.0)
-    session = Session(ros_context, compressed=True, reliable=False)
+    session = Session(ros_context, compressed=True, reliable=True)
     try:
         assert "distillnerf ready:" in process.log() and "compressed images" in process.log()
         session.wait(lambda: session.player.connected() and session.outputs.connected(), 30, "discovery", process)
+        session.wait(lambda: any(kv.key == "input_qos" and kv.value.startswith("auto: 12 reliable")
+                                 for s in getattr(session.outputs.latest("diagnostics"), "status", [])
+                                 for kv in s.values), 30, "the inputs following the reliable cameras", process)
 
         # 1. the real full-size frames: every output, right frames, stamps, sizes, encodings
         stamp = session.send_until_output(samples[0], T0, process)
