@@ -68,6 +68,15 @@ def test_configs_parse_and_schedule():
                 if shipped.to_dict()["losses"][k] != v} == {"dense_depth"}
         assert {k for k, v in ablation.to_dict()["train"].items()
                 if shipped.to_dict()["train"][k] != v} <= {"out", "init_from"}
+    # The dense-depth ablation: exact depth, teacher depth and none, equal in everything else.
+    runs = {kind: load_train_config(f"ablation_dense_{kind}").to_dict() for kind in ("exact", "teacher", "none")}
+    assert [runs[k]["data"]["dense_depth"] for k in runs] == ["gt", "teacher", "none"]
+    assert runs["none"]["losses"]["dense_depth"] == 0.0 < runs["exact"]["losses"]["dense_depth"]
+    for kind in ("teacher", "none"):
+        assert {k for k, v in runs[kind]["data"].items() if runs["exact"]["data"][k] != v} == {"dense_depth"}
+        assert {k for k, v in runs[kind]["losses"].items() if runs["exact"]["losses"][k] != v} <= {"dense_depth"}
+        assert {k for k, v in runs[kind]["train"].items() if runs["exact"]["train"][k] != v} == {"out"}
+        assert runs[kind]["optim"] == runs["exact"]["optim"] and runs[kind]["schedule"] == runs["exact"]["schedule"]
     # Stage 2 starts from stage 1's output.
     stage1, stage2 = load_train_config("cpu_synth"), load_train_config("cpu_synth_finetune")
     assert stage2.train.init_from == f"{stage1.train.out}/model.pt"

@@ -1,6 +1,8 @@
 """Data loading: one nuScenes-format keyframe loader for real nuScenes, the synthetic world and nuscenes-tiny."""
 
-from .nuscenes import DataConfig, NuScenesKeyframes, load_lidar_points, open_nuscenes
+from .config import DataConfig
+from .files import open_nuscenes
+from .nuscenes import NuScenesKeyframes, load_lidar_points
 from .targets import VIRTUAL_VIEWS
 
 __all__ = ["DataConfig", "NuScenesKeyframes", "VIRTUAL_VIEWS", "load_lidar_points", "open_nuscenes"]

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from distillnerf.lidar import project_depth
 from distillnerf.rig import NUSCENES_CAMERAS, pose_matrix, quaternion_to_matrix
 
-from .nuscenes import load_image
+from .files import load_image
 
 SCENE_DATASET = "scene_dataset_v1.0.json"
 

@@ -8,93 +8,20 @@ depth targets at render resolution and whatever optional targets are cached besi
 
 from __future__ import annotations
 
-import contextlib
-import io
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from distillnerf.dataclass_config import dataclass_from_dict
 from distillnerf.lidar import load_lidar_points, project_depth
-from distillnerf.rig import NUSCENES_CAMERAS, pose_matrix
+from distillnerf.rig import pose_matrix
 
+from .augment import CropBox, GeometricAugment, PhotometricAugment
+from .config import DataConfig
+from .files import load_image, open_nuscenes
 from .geometry import camera_to_keyframe_ego, rescale_intrinsics
-from .targets import VIRTUAL_VIEWS, read_npz, resize_depth, resize_features, resize_image, resize_mask
-
-
-@dataclass
-class DataConfig:
-    """What one item holds; the ``data:`` section of a training config."""
-
-    dataroot: str = ""
-    version: str = "v1.0-trainval"
-    scenes: list[str] | None = None  # scene names to keep; None = all
-    cameras: list[str] = field(default_factory=lambda: list(NUSCENES_CAMERAS))
-    input_size: tuple[int, int] = (228, 128)  # W, H of the model input
-    render_size: tuple[int, int] = (114, 64)  # W, H of rendered depth / targets
-    lidar_channel: str = "LIDAR_TOP"
-    lidar_min_depth: float = 1.0
-    lidar_max_depth: float = 80.0
-    sky_depth: float = 115.0
-    dense_depth: Literal["teacher", "gt", "auto", "none"] = "auto"  # auto = teacher, else gt
-    teacher: bool = True  # read DIR/teacher/* when present
-    features: bool = True  # read DIR/features/* when present
-    feature_dim: int = 64
-    occupancy: bool = True  # read DIR/gt/occ3d/* when present
-    next_keyframe: bool = False  # also load the next keyframe's cameras (novel-view evaluation)
-    teacher_dir: str | None = None  # default DIR/teacher
-    features_dir: str | None = None  # default DIR/features
-    gt_dir: str | None = None  # default DIR/gt
-    # Photometric augmentation of the images (exposure, contrast, colour, blur, noise; data/augment.py): the
-    # probability per camera image, 0 = off. Training only: evaluation never sets it.
-    photometric_augment: float = field(default=0.0, metadata={"range": (0.0, 1.0)})
-
-    @classmethod
-    def from_dict(cls, data: dict | None) -> "DataConfig":
-        config = dataclass_from_dict(cls, data, "data config")
-        if not 0 < config.lidar_min_depth < config.lidar_max_depth:
-            raise ValueError(f"data config: need 0 < lidar_min_depth < lidar_max_depth, got {config.lidar_min_depth} "
-                             f"and {config.lidar_max_depth}")
-        return config
-
-
-def open_nuscenes(dataroot: str | Path, version: str):
-    """The devkit's NuScenes object, with errors that say what is missing instead of a bare assertion."""
-    from nuscenes.nuscenes import NuScenes
-
-    root = Path(dataroot)
-    if not root.is_dir():
-        raise FileNotFoundError(f"nuScenes dataroot {root} does not exist")
-    if not (root / version).is_dir():
-        found = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith("v1.0"))
-        raise FileNotFoundError(f"{root}: no table folder {version!r} (found: {', '.join(found) or 'none'}); "
-                                f"pass the dataset's version")
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            return NuScenes(version=version, dataroot=str(root), verbose=False)
-    except (AssertionError, KeyError, ValueError, OSError) as error:  # the devkit asserts on missing tables
-        raise ValueError(f"{root / version}: corrupt or incomplete nuScenes tables ({type(error).__name__}: "
-                         f"{error})") from error
-
-
-def load_image(path: Path, size: tuple[int, int]) -> tuple[torch.Tensor, tuple[int, int]]:
-    """``[3,H,W]`` float image resized to ``size`` (W, H) and the file's own size."""
-    if not path.is_file():
-        raise FileNotFoundError(f"camera image missing: {path}")
-    try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            original = image.size
-            resized = image.resize(size, Image.BILINEAR) if image.size != tuple(size) else image
-            array = np.asarray(resized, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"{path}: corrupt image ({type(error).__name__}: {error})") from error
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0, original
+from .targets import VIRTUAL_VIEWS, read_npz, resize_features, target_resizers
 
 
 class NuScenesKeyframes(Dataset):
@@ -164,7 +91,8 @@ class NuScenesKeyframes(Dataset):
         return self._ego_to_global(self.nusc.get("sample_data", data[channel]))
 
     # -- cameras ---------------------------------------------------------------------------------------------
-    def _cameras(self, sample: dict, reference_ego_to_global: np.ndarray) -> dict:
+    def _cameras(self, sample: dict, reference_ego_to_global: np.ndarray,
+                 crops: list[CropBox | None] | None = None) -> dict:
         width, height = self.config.input_size
         n = len(self.config.cameras)
         images = torch.zeros(n, 3, height, width)
@@ -182,9 +110,10 @@ class NuScenesKeyframes(Dataset):
             calib = self.nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
             if not calib.get("camera_intrinsic"):
                 raise ValueError(f"{channel} ({token}): calibrated_sensor has no camera_intrinsic")
-            images[i], original = load_image(self.root / sd["filename"], self.config.input_size)
-            intrinsics[i] = torch.from_numpy(rescale_intrinsics(np.asarray(calib["camera_intrinsic"]), original,
-                                                                self.config.input_size))
+            crop = crops[i] if crops else None
+            images[i], original = load_image(self.root / sd["filename"], self.config.input_size, crop)
+            matrix = rescale_intrinsics(np.asarray(calib["camera_intrinsic"]), original, self.config.input_size)
+            intrinsics[i] = torch.from_numpy(crop.intrinsics(matrix, self.config.input_size) if crop else matrix)
             cam_to_ego[i] = torch.from_numpy(camera_to_keyframe_ego(
                 reference_ego_to_global, self._ego_to_global(sd), self._sensor_to_ego(sd)))
             valid[i] = True
@@ -212,7 +141,7 @@ class NuScenesKeyframes(Dataset):
         return depth
 
     # -- optional targets --------------------------------------------------------------------------------------
-    def _dense_and_virtual(self, tokens: list[str], item: dict) -> None:
+    def _dense_and_virtual(self, tokens: list[str], item: dict, crops: list[CropBox | None]) -> None:
         cfg = self.config
         n, (w, h), (W, H) = len(tokens), cfg.render_size, cfg.input_size
         dense = torch.zeros(n, h, w)
@@ -225,23 +154,24 @@ class NuScenesKeyframes(Dataset):
         for i, token in enumerate(tokens):
             if not token:
                 continue
+            depth_at, mask_at, image_at = target_resizers(crops[i])
             teacher = read_npz(self.teacher_dir / f"{token}.npz", ("depth",)) if self.has_teacher else None
             gt = None
             if cfg.dense_depth in ("gt", "auto") and (cfg.dense_depth == "gt" or teacher is None):
                 gt = read_npz(self.gt_dir / "depth" / f"{token}.npz", ("depth",))
             source = teacher if cfg.dense_depth in ("teacher", "auto") and teacher is not None else gt
             if cfg.dense_depth != "none" and source is not None:
-                dense[i] = resize_depth(source["depth"], cfg.render_size)
+                dense[i] = depth_at(source["depth"], cfg.render_size)
                 dense_valid[i] = True
             for arrays in (teacher, gt):
                 if arrays is not None and "sky" in arrays:
-                    sky[i] |= resize_mask(arrays["sky"], cfg.render_size)
+                    sky[i] |= mask_at(arrays["sky"], cfg.render_size)
             if teacher is not None:
                 for j, view in enumerate(VIRTUAL_VIEWS):
                     keys = (f"virtual_{view}_rgb", f"virtual_{view}_depth", f"virtual_{view}_cam_to_ego")
                     if all(k in teacher for k in keys):
-                        virtual_rgb[i, j] = resize_image(teacher[keys[0]], cfg.input_size)
-                        virtual_depth[i, j] = resize_depth(teacher[keys[1]], cfg.render_size)
+                        virtual_rgb[i, j] = image_at(teacher[keys[0]], cfg.input_size)
+                        virtual_depth[i, j] = depth_at(teacher[keys[1]], cfg.render_size)
                         virtual_pose[i, j] = torch.as_tensor(np.asarray(teacher[keys[2]], dtype=np.float32))
                         virtual_valid[i, j] = True
         # Sky pixels are far, not unknown: give them the paper's sky depth so depth losses push them out.
@@ -252,7 +182,7 @@ class NuScenesKeyframes(Dataset):
             item.update(virtual_rgb=virtual_rgb, virtual_depth=virtual_depth, virtual_cam_to_ego=virtual_pose,
                         virtual_valid=virtual_valid)
 
-    def _features(self, tokens: list[str], item: dict) -> None:
+    def _features(self, tokens: list[str], item: dict, crops: list[CropBox | None]) -> None:
         n, (w, h) = len(tokens), self.config.render_size
         features = torch.zeros(n, self.config.feature_dim, h, w)
         valid = torch.zeros(n, dtype=torch.bool)
@@ -260,7 +190,9 @@ class NuScenesKeyframes(Dataset):
             arrays = read_npz(self.features_dir / f"{token}.npz", ("features",)) if token else None
             if arrays is None:
                 continue
-            target = resize_features(arrays["features"], self.config.render_size)
+            crop = crops[i]
+            target = (crop.resample(arrays["features"], self.config.render_size) if crop else
+                      resize_features(arrays["features"], self.config.render_size))
             if target.shape[0] != self.config.feature_dim:
                 raise ValueError(f"{self.features_dir / token}.npz: {target.shape[0]} feature channels, the config "
                                  f"expects {self.config.feature_dim}")
@@ -290,29 +222,36 @@ class NuScenesKeyframes(Dataset):
         item.update(next_images=cams["images"], next_intrinsics=cams["intrinsics"].float(),
                     next_cam_to_ego=cams["cam_to_ego"].float(), next_camera_valid=cams["camera_valid"], next_valid=valid)
 
+    def _draw_crops(self) -> list[CropBox | None]:
+        """One crop (or none) per camera; drawn before the photometric draws, from the same saved RNG."""
+        if self.config.geometric_augment <= 0:
+            return [None] * len(self.config.cameras)
+        augment = GeometricAugment(self.config.geometric_augment, self.config.crop_min_scale)
+        return [augment.draw() for _ in self.config.cameras]
+
     def __getitem__(self, index: int) -> dict:
         sample_token, scene_name = self.samples[index]
         sample = self.nusc.get("sample", sample_token)
         ego_to_global = self.keyframe_ego_to_global(sample)
-        cams = self._cameras(sample, ego_to_global)
+        crops = self._draw_crops()
+        cams = self._cameras(sample, ego_to_global, crops)
         render_intrinsics = torch.from_numpy(np.stack([
             rescale_intrinsics(k.numpy(), self.config.input_size, self.config.render_size)
             for k in cams["intrinsics"]]))
         item = {k: cams[k] for k in ("images", "intrinsics", "cam_to_ego", "camera_valid")}
         if self.config.photometric_augment > 0:
-            from .augment import PhotometricAugment
-
             item["images"] = PhotometricAugment(probability=self.config.photometric_augment)(item["images"])
         item.update(render_intrinsics=render_intrinsics, sample_token=sample_token, scene_name=scene_name,
                     ego_to_global=torch.from_numpy(ego_to_global),
                     lidar_depth=self._lidar_depth(sample, ego_to_global, cams, render_intrinsics))
         for key in ("intrinsics", "cam_to_ego", "render_intrinsics"):
             item[key] = item[key].float()
-        self._dense_and_virtual(cams["tokens"], item)
+        self._dense_and_virtual(cams["tokens"], item, crops)
         if self.has_features:
-            self._features(cams["tokens"], item)
+            self._features(cams["tokens"], item, crops)
         if self.has_occupancy:
             self._occupancy(sample_token, scene_name, item)
         if self.config.next_keyframe:
             self._next_keyframe(sample, ego_to_global, item)
         return item
+

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .augment import CropBox
+
 VIRTUAL_VIEWS = ("left", "right", "up")
 
 
@@ -59,16 +61,31 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
 
 def resize_image(rgb: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     """``[3,H,W]`` float 0..1 from an HxWx3 uint8 or 3xHxW float array, bilinear with antialiasing."""
+    t = as_image_tensor(rgb)
+    if tuple(t.shape[1:]) != (size[1], size[0]):
+        t = F.interpolate(t[None], size=(size[1], size[0]), mode="bilinear", align_corners=False, antialias=True)[0]
+    return t.clamp(0.0, 1.0)
+
+
+def as_image_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """``[3,H,W]`` float 0..1 from an HxWx3 uint8 or 3xHxW float array, at its own size."""
     array = np.asarray(rgb)
     if array.ndim != 3:
         raise ValueError(f"expected an RGB image, got shape {array.shape}")
     t = torch.as_tensor(array)
     if t.shape[-1] == 3 and t.shape[0] != 3:
         t = t.permute(2, 0, 1)
-    t = t.float() / 255.0 if array.dtype == np.uint8 else t.float()
-    if tuple(t.shape[1:]) != (size[1], size[0]):
-        t = F.interpolate(t[None], size=(size[1], size[0]), mode="bilinear", align_corners=False, antialias=True)[0]
-    return t.clamp(0.0, 1.0)
+    return t.float() / 255.0 if array.dtype == np.uint8 else t.float()
+
+
+def target_resizers(crop: CropBox | None):
+    """(depth, mask, image) resizers ``f(array, size)`` of one camera's targets: the plain ones, or through the
+    camera's ``crop`` (nearest for depth and masks, bilinear for images), so targets follow the cropped image."""
+    if crop is None:
+        return resize_depth, resize_mask, resize_image
+    return (lambda depth, size: crop.resample(depth, size, "nearest"),
+            lambda mask, size: crop.resample(mask, size, "nearest") > 0.5,
+            lambda rgb, size: crop.resample(as_image_tensor(rgb), size).clamp(0.0, 1.0))
 
 
 def resize_features(features: np.ndarray, size: tuple[int, int]) -> torch.Tensor:

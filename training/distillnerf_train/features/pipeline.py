@@ -20,7 +20,7 @@ import torch
 from distillnerf.foundation import FeatureReducer, OpenClipTextEncoder, create_dinov2, create_open_clip
 from distillnerf.rig import NUSCENES_CAMERAS
 
-from ..data.nuscenes import load_image, open_nuscenes
+from ..data.files import load_image, open_nuscenes
 from .extractors import DinoV2Extractor, MaskClipExtractor
 
 
