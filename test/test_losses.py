@@ -169,6 +169,9 @@ def test_train_step_with_model_dropout_and_distillation():
     total.backward()
     grads = [p.grad for p in model.decoder.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    # with no camera dropped there is nothing to distil: no teacher pass, no term
+    step.loss.config.camera_dropout = 0.0
+    assert "density_distill" not in step(batch)[1]
 
 
 def test_feature_contrast_is_class_balanced_and_prefers_the_right_prototype():

@@ -77,6 +77,11 @@ def test_configs_parse_and_schedule():
         assert {k for k, v in runs[kind]["losses"].items() if runs["exact"]["losses"][k] != v} <= {"dense_depth"}
         assert {k for k, v in runs[kind]["train"].items() if runs["exact"]["train"][k] != v} == {"out"}
         assert runs[kind]["optim"] == runs["exact"]["optim"] and runs[kind]["schedule"] == runs["exact"]["schedule"]
+    # Stage 8 and its camera-dropout pair differ only in the KDBTS distillation weight (and the output folder).
+    plain, dropout = (load_train_config(n).to_dict() for n in ("cpu_synth_stage8", "cpu_synth_stage8_dropout"))
+    assert {k for k, v in dropout["losses"].items() if plain["losses"][k] != v} == {"density_distill"}
+    assert {k for k, v in dropout["train"].items() if plain["train"][k] != v} == {"out"}
+    assert all(dropout[s] == plain[s] for s in ("data", "optim", "schedule", "model"))
     # Stage 2 starts from stage 1's output.
     stage1, stage2 = load_train_config("cpu_synth"), load_train_config("cpu_synth_finetune")
     assert stage2.train.init_from == f"{stage1.train.out}/model.pt"

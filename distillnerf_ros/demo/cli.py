@@ -25,8 +25,8 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p = subparsers.add_parser(name, help=HELP, description=DESCRIPTION)
     source = p.add_mutually_exclusive_group()
     source.add_argument("--data", type=Path, metavar="DATAROOT",
-                        help="a nuScenes dataroot to use instead of the synthetic world (no ground truth: no scores)")
-    source.add_argument("--bag", type=Path, metavar="BAG", help="replay your own ROS 2 bag (nuscenes2bag layout)")
+                        help="a nuScenes dataroot to use instead of the synthetic world (depth scored against its LiDAR)")
+    source.add_argument("--bag", type=Path, metavar="BAG", help="replay your own ROS 2 bag (nuscenes2bag layout; depth scored against its LiDAR)")
     p.add_argument("--version", default=None,
                    help="table folder of --data (e.g. v1.0-tiny; default v1.0-mini)")
     p.add_argument("--query", default=defaults.query, metavar="TEXT",

@@ -54,15 +54,27 @@ class LidarTruth:
         if LIDAR_CHANNEL not in sample["data"]:
             return None
         lidar = self.nusc.get("sample_data", sample["data"][LIDAR_CHANNEL])
-        points = load_lidar_points(self.root / lidar["filename"])
-        lidar_to_ego = self._pose(lidar, "calibrated_sensor", "calibrated_sensor_token")
-        points_ego = points @ lidar_to_ego[:3, :3].T + lidar_to_ego[:3, 3]  # LiDAR-time ego frame
-        # the camera in that frame, with the ego pose at the camera's own time (it fires ~20-50 ms later)
-        cam_to_ego = (np.linalg.inv(self._pose(lidar, "ego_pose", "ego_pose_token"))
-                      @ self._pose(camera, "ego_pose", "ego_pose_token")
-                      @ self._pose(camera, "calibrated_sensor", "calibrated_sensor_token"))
         calib = self.nusc.get("calibrated_sensor", camera["calibrated_sensor_token"])
-        h, w = shape
-        scale = np.diag([w / camera["width"], h / camera["height"], 1.0])
-        intrinsics = scale @ np.asarray(calib["camera_intrinsic"], dtype=np.float64)
-        return project_depth(points_ego, cam_to_ego, intrinsics, (w, h), *LIDAR_RANGE)
+        return lidar_depth_image(
+            load_lidar_points(self.root / lidar["filename"]),
+            self._pose(lidar, "calibrated_sensor", "calibrated_sensor_token"),
+            self._pose(lidar, "ego_pose", "ego_pose_token"), self._pose(camera, "ego_pose", "ego_pose_token"),
+            self._pose(camera, "calibrated_sensor", "calibrated_sensor_token"), calib["camera_intrinsic"],
+            (camera["width"], camera["height"]), shape)
+
+
+def lidar_depth_image(points_lidar: np.ndarray, lidar_to_ego: np.ndarray, ego_to_world_at_lidar: np.ndarray,
+                      ego_to_world_at_camera: np.ndarray, cam_to_ego: np.ndarray, intrinsics,
+                      image_size: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
+    """One LiDAR sweep as sparse camera-z depth [h, w] of ``shape`` (0 = no return, ``LIDAR_RANGE`` only).
+
+    The points go to the ego frame at the LiDAR's time; the camera is placed in that frame with the ego pose at
+    the camera's own time (it fires some 20-50 ms apart). ``intrinsics`` are for ``image_size`` (W, H) and are
+    scaled to ``shape``. Shared by the dataroot (``LidarTruth``) and the bag (``BagLidarTruth``) look-ups.
+    """
+    points_ego = points_lidar @ lidar_to_ego[:3, :3].T + lidar_to_ego[:3, 3]
+    cam_to_lidar_ego = np.linalg.inv(ego_to_world_at_lidar) @ ego_to_world_at_camera @ cam_to_ego
+    h, w = shape
+    scale = np.diag([w / image_size[0], h / image_size[1], 1.0])
+    intrinsics = scale @ np.asarray(intrinsics, dtype=np.float64).reshape(3, 3)
+    return project_depth(points_ego, cam_to_lidar_ego, intrinsics, (w, h), *LIDAR_RANGE)

@@ -1,7 +1,8 @@
 """The demo pipeline: synthetic drive (``distillnerf synth``) -> bag -> ``distillnerf_node`` over ROS -> report.
 
-The steps live beside it: ``options`` (what to run, which weights), ``ground_truth`` and ``lidar_truth`` (what
-to score against), ``lockstep`` (the replay into the node), ``frames`` (outputs -> arrays), ``report``.
+The steps live beside it: ``options`` (what to run, which weights), ``ground_truth``, ``lidar_truth`` and
+``bag_lidar_truth`` (what to score against), ``lockstep`` (the replay into the node), ``frames`` (outputs ->
+arrays), ``report``.
 """
 
 from __future__ import annotations
@@ -64,7 +65,10 @@ def run_demo(options: DemoOptions) -> DemoRun:
 
     ground_truth = lidar = None
     if options.bag is not None:
+        from distillnerf_ros.demo.bag_lidar_truth import BagLidarTruth
+
         bag, source = Path(options.bag), f"user bag {options.bag}"
+        lidar = BagLidarTruth.open(bag)  # score depth against the bag's own LiDAR, when it has one
     else:
         t = time.monotonic()
         if options.data is not None:
@@ -120,6 +124,7 @@ def run_demo(options: DemoOptions) -> DemoRun:
         "device": options.device,
         "seed": options.seed,
         "ground truth": ("exact (synthetic world)" if ground_truth else
+                         "LiDAR in the bag (depth only)" if lidar and options.bag is not None else
                          "LiDAR of each keyframe (depth only)" if lidar else "none"),
         "feature query": ("received" if any(f.query_points is not None for f in frames) else
                           "not published by the node (no query, or its model has no text encoder)"),

@@ -59,7 +59,9 @@ class TrainStep(nn.Module):
         student_valid = self._dropout(valid) if self.training and cfg.camera_dropout > 0 else valid
         out = self.model(batch["images"], batch["intrinsics"], batch["cam_to_ego"], student_valid)
         extra: dict = {}
-        if cfg.density_distill > 0:
+        # Distillation teaches what the dropped cameras saw; with none dropped the student is its own teacher (a
+        # zero-gradient term), so the teacher pass is skipped.
+        if cfg.density_distill > 0 and not torch.equal(student_valid, valid):
             with torch.no_grad():
                 teacher = self.model(batch["images"], batch["intrinsics"], batch["cam_to_ego"], valid)
                 points = sample_distillation_points(teacher["depth"], teacher["render_intrinsics"],
