@@ -81,6 +81,16 @@ def test_eval_cli(synth_root, tiny_checkpoint, tmp_path, capsys):
     swept = json.loads(capsys.readouterr().out)
     assert swept["occupancy_sweep"][str(own)] == pytest.approx(swept["occupancy"]["geometric_iou"])
     assert set(swept["occupancy_sweep"]) == {"0.0", str(own)} and swept["occupancy"]["threshold"] == own
+    # Free-space carving: off equals the plain threshold; at threshold 0 (every voxel occupied) carving removes
+    # the space the cameras see through, which a small random model's IoU always feels.
+    assert cli_main(["eval", "--checkpoint", str(tiny_checkpoint), "--data", str(synth_root), "--version",
+                     "v1.0-synth", "--max-samples", "1", "--device", "cpu", "--json",
+                     "--occupancy-sweep", f"0.0,{own}", "--free-space-sweep", "0.4,2"]) == 0
+    carved = json.loads(capsys.readouterr().out)["free_space_sweep"]
+    assert set(carved) == {"0.0", str(own)} and set(carved["0.0"]) == {"off", "0.4", "2.0"}
+    for threshold, by_margin in carved.items():
+        assert by_margin["off"] == pytest.approx(swept["occupancy_sweep"][threshold])
+    assert carved["0.0"]["0.4"] != pytest.approx(carved["0.0"]["off"])  # at threshold 0 everything seen is carved
     with pytest.raises(SystemExit):
         cli_main(["eval", "--checkpoint", str(tiny_checkpoint), "--data", str(synth_root),
                   "--occupancy-sweep", "0.1,high"])

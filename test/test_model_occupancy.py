@@ -34,22 +34,35 @@ def test_semantic_labels_pick_the_most_similar_class():
     assert semantic_labels(features, classes, occupied).tolist() == [1, 3, FREE_LABEL]
 
 
-def test_camera_visibility_respects_frustum_depth_and_validity():
+def test_surface_offset_gives_visibility_and_free_space():
+    from distillnerf.occupancy import occupied_voxels
+
     p = Perception.from_config("tiny", device="cpu", seed=0)
     rig = load_rig("nuscenes").resized(32, 18)
     k = torch.tensor(np.stack([c.intrinsics for c in rig.cameras]), dtype=torch.float32)
     e = torch.tensor(np.stack([c.cam_to_ego for c in rig.cameras]), dtype=torch.float32)
     depth = torch.full((6, 18, 32), 20.0)  # every camera sees a surface 20 m away (camera z)
     front = rig.camera_names.index("CAM_FRONT")
-    ahead_near = [1.7 + 10.0, 0.0, 1.5]  # 10 m in front of the front camera: visible
+    ahead_near = [1.7 + 10.0, 0.0, 1.5]  # 10 m in front of the front camera's surface: seen through
+    ahead_surface = [1.7 + 20.2, 0.0, 1.5]  # on the surface
     ahead_far = [1.7 + 30.0, 0.0, 1.5]   # behind the 20 m surface by more than the margin: hidden
     above = [0.0, 0.0, 60.0]              # straight up: in no camera's image
-    points = torch.tensor([ahead_near, ahead_far, above])
+    points = torch.tensor([ahead_near, ahead_surface, ahead_far, above])
     valid = torch.ones(6, dtype=torch.bool)
-    visible = p._camera_visible(points, depth, k, e, valid)
-    assert visible.tolist() == [True, False, False]
+    offset = p._surface_offset(points, depth, k, e, valid)
+    np.testing.assert_allclose(offset[:3].numpy(), [-10.0, 0.2, 10.0], atol=0.05)
+    assert torch.isinf(offset[3])
+    visible = offset <= p.config.visibility_margin
+    assert visible.tolist() == [True, True, False, False]
+    # free-space carving: dense everywhere, but the camera sees through the first point
+    dense = torch.ones(4)
+    assert occupied_voxels(dense, offset, 0.5).tolist() == [True] * 4  # off: density alone decides
+    assert occupied_voxels(dense, offset, 0.5, free_space_margin=0.4).tolist() == [False, True, True, True]
+    assert occupied_voxels(dense * 0.3, offset, 0.5, free_space_margin=0.4).tolist() == [False] * 4
     valid[front] = False  # the front camera dropped: nothing else looks straight ahead
-    assert p._camera_visible(points, depth, k, e, valid).tolist() == [False, False, False]
+    offset = p._surface_offset(points, depth, k, e, valid)
+    assert torch.isinf(offset).all()
+    assert occupied_voxels(dense, offset, 0.5, free_space_margin=0.4).all()  # unseen space is never carved
 
 
 def test_surface_point_is_the_sub_sample_that_made_the_voxel_occupied():

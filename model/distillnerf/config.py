@@ -98,6 +98,9 @@ class ModelConfig:
     # horizontal surfaces (road, pavement) that the fine level resolves finer than a 0.4 m voxel.
     occupancy_subsamples: tuple[int, int, int] = field(default=(1, 1, 1), metadata={"range": (1, None)})
     visibility_margin: float = 1.0  # metres a voxel may lie behind the rendered depth and still count as visible
+    # Free-space carving: a voxel whose centre lies more than this many metres in front of a camera's rendered
+    # depth is free whatever its density (that camera sees through it); None = off. Calibrated like the threshold.
+    free_space_margin: float | None = field(default=None, metadata={"range": (0.0, None)})
 
     @property
     def num_bins(self) -> int:
@@ -134,7 +137,7 @@ class ModelConfig:
     #: Settings read only when weights are loaded or results post-processed: weights trained under one value of
     #: these serve every other value.
     INFERENCE_SETTINGS = ("backbone_pretrained", "occupancy_threshold", "occupancy_subsamples", "visibility_margin",
-                          "early_stop_transmittance", "march_chunk")
+                          "free_space_margin", "early_stop_transmittance", "march_chunk")
 
     def weights_layout_differences(self, other: "ModelConfig") -> list[str]:
         """The settings, inference settings aside, in which ``other`` differs: weights trained under ``other``

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from distillnerf.config import ModelConfig, load_model_config
 from distillnerf.geometry import project_points, scale_intrinsics
 from distillnerf.model import DistillNeRF
-from distillnerf.occupancy import FREE_LABEL, OCC3D_CLASSES, OccGridSpec, occupancy_and_surface, semantic_labels
+from distillnerf.occupancy import (FREE_LABEL, OCC3D_CLASSES, OccGridSpec, occupancy_and_surface, occupied_voxels,
+                                  semantic_labels)
 from distillnerf.relevance import relevance
 from distillnerf.timing import StageTimer
 
@@ -47,6 +48,9 @@ class PerceptionResult:
     occupied: np.ndarray  # [X, Y, Z] bool
     semantics: np.ndarray  # [X, Y, Z] uint8 Occ3D labels (17 free)
     camera_visible: np.ndarray  # [X, Y, Z] uint8
+    # [X, Y, Z] float32: metres the voxel centre lies behind the rendered depth, the least over the cameras that
+    # see it (negative: in front of a surface, in space a camera sees through); +inf where no camera looks
+    surface_offset: np.ndarray
     voxel_features: np.ndarray  # [M, F] float32 at occupied voxel centres
     voxel_centers: np.ndarray  # [M, 3] float32 ego metres
     timings_ms: dict = field(default_factory=dict)
@@ -162,8 +166,9 @@ class Perception:
     @torch.inference_mode()
     def infer(self, images, intrinsics, cam_to_ego, valid=None, occupancy_threshold: float | None = None
               ) -> PerceptionResult:
-        """``occupancy_threshold``: probability above which a voxel is occupied (default: the model config's). One
-        threshold decides ``occupied``, the semantic labels and the voxels a query scores."""
+        """``occupancy_threshold``: probability above which a voxel is occupied (default: the model config's); with
+        the config's ``free_space_margin``, voxels that far in front of a camera's rendered depth are free. One
+        decision makes ``occupied``, the semantic labels and the voxels a query scores."""
         threshold = self.config.occupancy_threshold if occupancy_threshold is None else float(occupancy_threshold)
         timer = StageTimer(self.device)
         with timer.stage("preprocess"):
@@ -173,8 +178,12 @@ class Perception:
             field = out["field"]
             prob, surface = occupancy_and_surface(self.model, field, self.grid, self.config.occupancy_subsamples)
             prob, surface = prob[0], surface[0]
-            occupied = prob > threshold
             centres = self.grid.centres(self.device).reshape(*self.grid.size, 3)
+            valid_cams = valid_t[0] if valid_t is not None else torch.ones(k_t.shape[1], dtype=torch.bool,
+                                                                            device=self.device)
+            offset = self._surface_offset(centres.reshape(-1, 3), out["depth"][0], out["render_intrinsics"][0],
+                                          e_t[0], valid_cams).reshape(self.grid.size)
+            occupied = occupied_voxels(prob, offset, threshold, self.config.free_space_margin)
             voxel_centers = centres[occupied]
             if self.config.feature_head and voxel_centers.shape[0]:
                 # read at the sub-sample that made the voxel occupied, not the centre (which may be empty space)
@@ -188,15 +197,12 @@ class Perception:
                                                       torch.ones_like(occupied[occupied]))
             else:
                 semantics[occupied] = 0  # 'others': occupied, class unknown without a text encoder
-            valid_cams = valid_t[0] if valid_t is not None else torch.ones(k_t.shape[1], dtype=torch.bool,
-                                                                            device=self.device)
-            visible = self._camera_visible(centres.reshape(-1, 3), out["depth"][0], out["render_intrinsics"][0],
-                                           e_t[0], valid_cams).reshape(self.grid.size)
+            visible = offset <= self.config.visibility_margin
             rgb = (out["rgb"][0].permute(0, 2, 3, 1) * 255.0).round().clamp(0, 255).to(torch.uint8)
             results = {
                 "depth": out["depth"][0].float(), "depth_intrinsics": out["render_intrinsics"][0].float(),
                 "rgb": rgb, "occupancy_probability": prob.float(), "occupied": occupied, "semantics": semantics,
-                "camera_visible": visible.to(torch.uint8), "voxel_features": voxel_features.float(),
+                "camera_visible": visible.to(torch.uint8), "surface_offset": offset.float(), "voxel_features": voxel_features.float(),
                 "voxel_centers": voxel_centers.float(),
             }
             if "features" in out:
@@ -206,22 +212,22 @@ class Perception:
         self._last = result
         return result
 
-    def _camera_visible(self, points, depth, intrinsics, cam_to_ego, valid) -> torch.Tensor:
-        """A point is camera-visible when it projects inside a valid camera's image in front of it, and lies no
-        more than ``visibility_margin`` behind the rendered depth there (it is not hidden behind a surface)."""
+    @staticmethod
+    def _surface_offset(points, depth, intrinsics, cam_to_ego, valid) -> torch.Tensor:
+        """[P] metres each point lies behind the rendered depth of the cameras it projects into (inside the image,
+        in front of the camera), the least over them; +inf for points no valid camera sees. A point is
+        camera-visible when the offset is at most ``visibility_margin`` (not hidden behind a surface)."""
         n, h, w = depth.shape
-        visible = torch.zeros(points.shape[0], dtype=torch.bool, device=points.device)
+        offset = torch.full((points.shape[0],), float("inf"), device=points.device)
         uv, z = project_points(points[None].expand(n, -1, -1), intrinsics, cam_to_ego)
         for cam in range(n):
             if not bool(valid[cam]):
                 continue
             u, v = uv[cam, :, 0], uv[cam, :, 1]
             inside = (z[cam] > 0.1) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
-            iu = u.clamp(0, w - 1).long()
-            iv = v.clamp(0, h - 1).long()
-            surface = depth[cam][iv, iu]
-            visible |= inside & (z[cam] <= surface + self.config.visibility_margin)
-        return visible
+            surface = depth[cam][v.clamp(0, h - 1).long(), u.clamp(0, w - 1).long()]
+            offset = torch.where(inside, torch.minimum(offset, z[cam] - surface.float()), offset)
+        return offset
 
     # -- open vocabulary ----------------------------------------------------------------------------------------
     def set_text_encoder(self, encoder, reducer) -> None:

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from distillnerf.metrics import MeanAccumulator, Occ3DMetrics, average_precision, depth_metrics, psnr, ssim
-from distillnerf.occupancy import FREE_LABEL, OCC3D_CLASSES, OccGridSpec, occupancy_and_surface
+from distillnerf.occupancy import FREE_LABEL, OCC3D_CLASSES, OccGridSpec, occupancy_and_surface, occupied_voxels
 from distillnerf.perception import Perception
 from distillnerf.relevance import nearest_class, relevance
 
@@ -112,9 +112,11 @@ def outside_views(grid: OccGridSpec, intrinsics: np.ndarray, cam_to_ego: np.ndar
 def evaluate(checkpoint: str | Path, dataroot: str | Path, version: str, scenes: list[str] | None = None,
              device: str = "auto", max_samples: int | None = None, min_depth: float = 1e-3,
              max_depth: float = 80.0, progress: bool = False, occupancy_sweep: tuple[float, ...] = (),
-             drop_cameras: tuple[int, ...] = ()) -> dict:
+             free_space_sweep: tuple[float, ...] = (), drop_cameras: tuple[int, ...] = ()) -> dict:
     """Score a checkpoint on every keyframe of a dataroot; returns a JSON-ready dict. ``occupancy_sweep``: also
-    the geometric IoU at each of these occupancy thresholds (calibrate the threshold on training scenes).
+    the geometric IoU at each of these occupancy thresholds (calibrate the threshold on training scenes);
+    ``free_space_sweep``: also at each free-space margin, and with carving off, for each of those thresholds (or the
+    model's).
     ``drop_cameras``: also the geometric IoU with that many cameras dropped (rotating over the keyframes), scored
     against the all-camera prediction on the same voxels: camera-visible ones outside the dropped cameras' view."""
     perception = Perception.from_checkpoint(checkpoint, device=device)
@@ -134,6 +136,9 @@ def evaluate(checkpoint: str | Path, dataroot: str | Path, version: str, scenes:
     depth_lidar, depth_dense = MeanAccumulator(), MeanAccumulator()
     occupancy = Occ3DMetrics()
     sweep = {threshold: Occ3DMetrics() for threshold in occupancy_sweep}
+    margins = (None, *free_space_sweep) if free_space_sweep else ()
+    carving = {(t, m): Occ3DMetrics() for t in (occupancy_sweep or (perception.config.occupancy_threshold,))
+               for m in margins}
     dropout = {count: (Occ3DMetrics(), Occ3DMetrics()) for count in drop_cameras}  # (all cameras, dropped)
     timings: dict[str, list[float]] = {}
     semantic = perception.text_encoder is not None
@@ -177,8 +182,13 @@ def evaluate(checkpoint: str | Path, dataroot: str | Path, version: str, scenes:
         if "occ_valid" in batch and bool(batch["occ_valid"][0]):
             gt, mask = batch["occ_semantics"][0].cpu().numpy(), batch["occ_mask_camera"][0].cpu().numpy()
             occupancy.update(result.semantics, gt, mask)
+            probability, offset = torch.from_numpy(result.occupancy_probability), torch.from_numpy(result.surface_offset)
             for threshold, metrics in sweep.items():  # geometry only: every occupied voxel is 'others'
-                metrics.update(np.where(result.occupancy_probability > threshold, 0, FREE_LABEL), gt, mask)
+                occupied = occupied_voxels(probability, offset, threshold, config.free_space_margin).numpy()
+                metrics.update(np.where(occupied, 0, FREE_LABEL), gt, mask)
+            for (threshold, margin), metrics in carving.items():
+                occupied = occupied_voxels(probability, offset, threshold, margin).numpy()
+                metrics.update(np.where(occupied, 0, FREE_LABEL), gt, mask)
             for dropped_count, (full, partial) in dropout.items():
                 cams = dropped_cameras(dropped_count, keyframe, valid.shape[0])
                 keep = valid.cpu().numpy().copy()
@@ -211,6 +221,12 @@ def evaluate(checkpoint: str | Path, dataroot: str | Path, version: str, scenes:
             report["occupancy"]["threshold"] = perception.config.occupancy_threshold
             report["occupancy"]["subsamples"] = list(perception.config.occupancy_subsamples)
             report["occupancy_sweep"] = {str(t): m.compute()["geometric_iou"] for t, m in sweep.items()}
+        report["occupancy"]["free_space_margin"] = perception.config.free_space_margin
+        if carving:
+            report["free_space_sweep"] = {}
+            for (t, m), metrics in carving.items():
+                report["free_space_sweep"].setdefault(str(t), {})["off" if m is None else str(m)] = \
+                    metrics.compute()["geometric_iou"]
     else:
         report["occupancy"] = None
     report["query"] = semantic_scores.compute() if semantic_scores is not None else None
@@ -258,6 +274,9 @@ def format_report(report: dict) -> str:
                      "all cameras, outside the dropped view")
     if report.get("occupancy_sweep"):
         lines.append("IoU by threshold " + "  ".join(f"{t}: {iou:.2f}" for t, iou in report["occupancy_sweep"].items()))
+    for threshold, by_margin in (report.get("free_space_sweep") or {}).items():
+        lines.append(f"IoU at threshold {threshold} by free-space margin (m) " +
+                     "  ".join(f"{m}: {iou:.2f}" for m, iou in by_margin.items()))
     lines.append("latency (ms)     " + "  ".join(f"{k} {v:.1f}" for k, v in report["latency_ms"].items()))
     return "\n".join(lines)
 

@@ -29,6 +29,10 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
     p.add_argument("--occupancy-sweep", type=_thresholds, default=(), metavar="T,T,...",
                    help="also report the geometric IoU at each occupancy threshold (calibrate on training scenes, "
                         "then set occupancy_threshold in the model config and run distillnerf export)")
+    p.add_argument("--free-space-sweep", type=_margins, default=(), metavar="M,M,...",
+                   help="also report the geometric IoU with free-space carving at each margin in metres, and off, "
+                        "at each --occupancy-sweep threshold (or the model's); calibrate on training scenes, then "
+                        "set free_space_margin in the model config and run distillnerf export")
     p.add_argument("--drop-cameras", type=_counts, default=(), metavar="K,K,...",
                    help="also score occupancy with K cameras dropped (e.g. 1,2), outside the dropped cameras' view")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -52,6 +56,7 @@ def _comma_separated(kind, low, high, what: str, closed_high: bool = True):
 
 _counts = _comma_separated(int, 1, 5, "camera counts")
 _thresholds = _comma_separated(float, 0.0, 1.0, "thresholds", closed_high=False)
+_margins = _comma_separated(float, 0.0, 100.0, "margins (metres)")
 
 
 def run(args) -> int:
@@ -65,7 +70,8 @@ def run(args) -> int:
     try:
         report = evaluate(args.checkpoint, args.data, args.version, scenes=args.scenes, device=args.device,
                           max_samples=args.max_samples, progress=not args.json and sys.stderr.isatty(),
-                          occupancy_sweep=args.occupancy_sweep, drop_cameras=args.drop_cameras)
+                          occupancy_sweep=args.occupancy_sweep, free_space_sweep=args.free_space_sweep,
+                          drop_cameras=args.drop_cameras)
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         print(f"distillnerf eval: error: {error}", file=sys.stderr)
         return 2
