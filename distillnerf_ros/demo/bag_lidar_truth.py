@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -204,16 +205,26 @@ class BagLidarTruth:
                 stamp_to_nanoseconds(message.header.stamp), np.asarray(message.k, dtype=np.float64).reshape(3, 3),
                 int(message.width), int(message.height)))
 
+    # stamps for the searches, taken once: ``open`` sorts the index and nothing changes it afterwards
+    @cached_property
+    def _sweep_stamps(self) -> np.ndarray:
+        return np.array([s.stamp_ns for s in self.sweeps], dtype=np.int64)
+
+    @cached_property
+    def _info_stamps(self) -> dict[str, np.ndarray]:
+        return {channel: np.array([i.stamp_ns for i in infos], dtype=np.int64)
+                for channel, infos in self.intrinsics.items()}
+
     def _camera_info(self, channel: str, stamp_ns: int) -> _Intrinsics | None:
         """The channel's CameraInfo at the image's stamp, else the last before it, else the first."""
         infos = self.intrinsics.get(channel)
         if not infos:
             return None
-        i = int(np.searchsorted([info.stamp_ns for info in infos], stamp_ns, side="right"))
+        i = int(np.searchsorted(self._info_stamps[channel], stamp_ns, side="right"))
         return infos[max(0, i - 1)]
 
     def _nearest_sweep(self, stamp_ns: int) -> int | None:
-        stamps = [s.stamp_ns for s in self.sweeps]
+        stamps = self._sweep_stamps
         i = int(np.searchsorted(stamps, stamp_ns))
         near = min((j for j in (i - 1, i) if 0 <= j < len(stamps)), key=lambda j: abs(stamps[j] - stamp_ns))
         return near if abs(stamps[near] - stamp_ns) <= LIDAR_MAX_OFFSET_NS else None

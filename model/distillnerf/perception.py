@@ -202,8 +202,8 @@ class Perception:
             results = {
                 "depth": out["depth"][0].float(), "depth_intrinsics": out["render_intrinsics"][0].float(),
                 "rgb": rgb, "occupancy_probability": prob.float(), "occupied": occupied, "semantics": semantics,
-                "camera_visible": visible.to(torch.uint8), "surface_offset": offset.float(), "voxel_features": voxel_features.float(),
-                "voxel_centers": voxel_centers.float(),
+                "camera_visible": visible.to(torch.uint8), "surface_offset": offset.float(),
+                "voxel_features": voxel_features.float(), "voxel_centers": voxel_centers.float(),
             }
             if "features" in out:
                 results["features"] = out["features"][0].float()

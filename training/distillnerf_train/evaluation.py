@@ -135,10 +135,13 @@ def evaluate(checkpoint: str | Path, dataroot: str | Path, version: str, scenes:
     recon, novel = MeanAccumulator(), MeanAccumulator()
     depth_lidar, depth_dense = MeanAccumulator(), MeanAccumulator()
     occupancy = Occ3DMetrics()
-    sweep = {threshold: Occ3DMetrics() for threshold in occupancy_sweep}
-    margins = (None, *free_space_sweep) if free_space_sweep else ()
-    carving = {(t, m): Occ3DMetrics() for t in (occupancy_sweep or (perception.config.occupancy_threshold,))
-               for m in margins}
+    # Geometry only (every occupied voxel 'others'), per (threshold, free-space margin): the threshold sweep at the
+    # model's margin, the free-space sweep at each margin and with carving off; shared keys are scored once.
+    margin = config.free_space_margin
+    sweep_keys = [(t, margin) for t in occupancy_sweep]
+    carving_keys = [(t, m) for t in (occupancy_sweep or (config.occupancy_threshold,))
+                    for m in ((None, *free_space_sweep) if free_space_sweep else ())]
+    geometry = {key: Occ3DMetrics() for key in (*sweep_keys, *carving_keys)}
     dropout = {count: (Occ3DMetrics(), Occ3DMetrics()) for count in drop_cameras}  # (all cameras, dropped)
     timings: dict[str, list[float]] = {}
     semantic = perception.text_encoder is not None
@@ -183,11 +186,8 @@ def evaluate(checkpoint: str | Path, dataroot: str | Path, version: str, scenes:
             gt, mask = batch["occ_semantics"][0].cpu().numpy(), batch["occ_mask_camera"][0].cpu().numpy()
             occupancy.update(result.semantics, gt, mask)
             probability, offset = torch.from_numpy(result.occupancy_probability), torch.from_numpy(result.surface_offset)
-            for threshold, metrics in sweep.items():  # geometry only: every occupied voxel is 'others'
-                occupied = occupied_voxels(probability, offset, threshold, config.free_space_margin).numpy()
-                metrics.update(np.where(occupied, 0, FREE_LABEL), gt, mask)
-            for (threshold, margin), metrics in carving.items():
-                occupied = occupied_voxels(probability, offset, threshold, margin).numpy()
+            for (threshold, free_margin), metrics in geometry.items():
+                occupied = occupied_voxels(probability, offset, threshold, free_margin).numpy()
                 metrics.update(np.where(occupied, 0, FREE_LABEL), gt, mask)
             for dropped_count, (full, partial) in dropout.items():
                 cams = dropped_cameras(dropped_count, keyframe, valid.shape[0])
@@ -217,16 +217,16 @@ def evaluate(checkpoint: str | Path, dataroot: str | Path, version: str, scenes:
             occ["per_class_iou"] = None
             occ["note"] = "no text encoder in the checkpoint: semantics unavailable, geometric IoU only"
         report["occupancy"] = occ
-        if sweep:
-            report["occupancy"]["threshold"] = perception.config.occupancy_threshold
-            report["occupancy"]["subsamples"] = list(perception.config.occupancy_subsamples)
-            report["occupancy_sweep"] = {str(t): m.compute()["geometric_iou"] for t, m in sweep.items()}
-        report["occupancy"]["free_space_margin"] = perception.config.free_space_margin
-        if carving:
+        iou = {key: metrics.compute()["geometric_iou"] for key, metrics in geometry.items()}
+        if sweep_keys:
+            report["occupancy"]["threshold"] = config.occupancy_threshold
+            report["occupancy"]["subsamples"] = list(config.occupancy_subsamples)
+            report["occupancy_sweep"] = {str(t): iou[(t, m)] for t, m in sweep_keys}
+        report["occupancy"]["free_space_margin"] = margin
+        if carving_keys:
             report["free_space_sweep"] = {}
-            for (t, m), metrics in carving.items():
-                report["free_space_sweep"].setdefault(str(t), {})["off" if m is None else str(m)] = \
-                    metrics.compute()["geometric_iou"]
+            for t, m in carving_keys:
+                report["free_space_sweep"].setdefault(str(t), {})["off" if m is None else str(m)] = iou[(t, m)]
     else:
         report["occupancy"] = None
     report["query"] = semantic_scores.compute() if semantic_scores is not None else None

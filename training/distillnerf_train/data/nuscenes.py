@@ -21,7 +21,7 @@ from .augment import CropBox, GeometricAugment, PhotometricAugment
 from .config import DataConfig
 from .files import load_image, open_nuscenes
 from .geometry import camera_to_keyframe_ego, rescale_intrinsics
-from .targets import VIRTUAL_VIEWS, read_npz, resize_features, target_resizers
+from .targets import VIRTUAL_VIEWS, TargetResizer, read_npz
 
 
 class NuScenesKeyframes(Dataset):
@@ -154,24 +154,24 @@ class NuScenesKeyframes(Dataset):
         for i, token in enumerate(tokens):
             if not token:
                 continue
-            depth_at, mask_at, image_at = target_resizers(crops[i])
+            resize = TargetResizer(crops[i])
             teacher = read_npz(self.teacher_dir / f"{token}.npz", ("depth",)) if self.has_teacher else None
             gt = None
             if cfg.dense_depth in ("gt", "auto") and (cfg.dense_depth == "gt" or teacher is None):
                 gt = read_npz(self.gt_dir / "depth" / f"{token}.npz", ("depth",))
             source = teacher if cfg.dense_depth in ("teacher", "auto") and teacher is not None else gt
             if cfg.dense_depth != "none" and source is not None:
-                dense[i] = depth_at(source["depth"], cfg.render_size)
+                dense[i] = resize.depth(source["depth"], cfg.render_size)
                 dense_valid[i] = True
             for arrays in (teacher, gt):
                 if arrays is not None and "sky" in arrays:
-                    sky[i] |= mask_at(arrays["sky"], cfg.render_size)
+                    sky[i] |= resize.mask(arrays["sky"], cfg.render_size)
             if teacher is not None:
                 for j, view in enumerate(VIRTUAL_VIEWS):
                     keys = (f"virtual_{view}_rgb", f"virtual_{view}_depth", f"virtual_{view}_cam_to_ego")
                     if all(k in teacher for k in keys):
-                        virtual_rgb[i, j] = image_at(teacher[keys[0]], cfg.input_size)
-                        virtual_depth[i, j] = depth_at(teacher[keys[1]], cfg.render_size)
+                        virtual_rgb[i, j] = resize.image(teacher[keys[0]], cfg.input_size)
+                        virtual_depth[i, j] = resize.depth(teacher[keys[1]], cfg.render_size)
                         virtual_pose[i, j] = torch.as_tensor(np.asarray(teacher[keys[2]], dtype=np.float32))
                         virtual_valid[i, j] = True
         # Sky pixels are far, not unknown: give them the paper's sky depth so depth losses push them out.
@@ -190,9 +190,7 @@ class NuScenesKeyframes(Dataset):
             arrays = read_npz(self.features_dir / f"{token}.npz", ("features",)) if token else None
             if arrays is None:
                 continue
-            crop = crops[i]
-            target = (crop.resample(arrays["features"], self.config.render_size) if crop else
-                      resize_features(arrays["features"], self.config.render_size))
+            target = TargetResizer(crops[i]).features(arrays["features"], self.config.render_size)
             if target.shape[0] != self.config.feature_dim:
                 raise ValueError(f"{self.features_dir / token}.npz: {target.shape[0]} feature channels, the config "
                                  f"expects {self.config.feature_dim}")
@@ -254,4 +252,3 @@ class NuScenesKeyframes(Dataset):
         if self.config.next_keyframe:
             self._next_keyframe(sample, ego_to_global, item)
         return item
-

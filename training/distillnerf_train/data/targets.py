@@ -78,16 +78,6 @@ def as_image_tensor(rgb: np.ndarray) -> torch.Tensor:
     return t.float() / 255.0 if array.dtype == np.uint8 else t.float()
 
 
-def target_resizers(crop: CropBox | None):
-    """(depth, mask, image) resizers ``f(array, size)`` of one camera's targets: the plain ones, or through the
-    camera's ``crop`` (nearest for depth and masks, bilinear for images), so targets follow the cropped image."""
-    if crop is None:
-        return resize_depth, resize_mask, resize_image
-    return (lambda depth, size: crop.resample(depth, size, "nearest"),
-            lambda mask, size: crop.resample(mask, size, "nearest") > 0.5,
-            lambda rgb, size: crop.resample(as_image_tensor(rgb), size).clamp(0.0, 1.0))
-
-
 def resize_features(features: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     f = torch.as_tensor(np.asarray(features, dtype=np.float32))
     if f.dim() != 3:
@@ -95,3 +85,26 @@ def resize_features(features: np.ndarray, size: tuple[int, int]) -> torch.Tensor
     if tuple(f.shape[1:]) == (size[1], size[0]):
         return f
     return F.interpolate(f[None], size=(size[1], size[0]), mode="bilinear", align_corners=False)[0]
+
+
+class TargetResizer:
+    """One camera's per-pixel targets to a target size (W, H): the plain resizes, or, with the camera's ``crop``,
+    the same box resampled out of each target at its own resolution (nearest for depth and masks, bilinear for
+    images and features), so the targets follow the cropped image."""
+
+    def __init__(self, crop: CropBox | None = None):
+        self.crop = crop
+
+    def depth(self, depth: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+        return resize_depth(depth, size) if self.crop is None else self.crop.resample(depth, size, "nearest")
+
+    def mask(self, mask: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+        return resize_mask(mask, size) if self.crop is None else self.crop.resample(mask, size, "nearest") > 0.5
+
+    def image(self, rgb: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+        if self.crop is None:
+            return resize_image(rgb, size)
+        return self.crop.resample(as_image_tensor(rgb), size).clamp(0.0, 1.0)
+
+    def features(self, features: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+        return resize_features(features, size) if self.crop is None else self.crop.resample(features, size)
