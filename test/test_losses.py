@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from distillnerf_train.losses import (DistillNeRFLoss, LossConfig, VGGPerceptualLoss, backproject_depth,
-                                      dense_depth_loss, density_distillation_loss, lidar_depth_loss,
+                                      dense_depth_loss, density_distillation_loss, lidar_depth_loss, line_of_sight_loss,
                                       opacity_loss, ray_entropy_loss, rgb_l1_loss, sample_distillation_points)
 
 
@@ -126,6 +126,58 @@ def test_combined_loss_terms_and_skips():
         DistillNeRFLoss(off)(out, batch)
     with pytest.raises(ValueError, match="unknown key"):
         LossConfig.from_dict({"rgb_l2": 1.0})
+
+
+def test_line_of_sight_counts_the_weight_in_front_of_the_surface():
+    # one camera, 3x3 pixels on a wall at 10 m; 4 samples per ray at 2, 8.5, 9.5 and 10 m
+    target = torch.full((1, 1, 3, 3), 10.0)
+    z = torch.tensor([2.0, 8.5, 9.5, 10.0]).expand(1, 1, 3, 3, 4).clone()
+    weights = torch.tensor([0.1, 0.2, 0.3, 0.4]).expand(1, 1, 3, 3, 4).clone().requires_grad_(True)
+    valid = torch.ones(1, 1, 3, 3, dtype=torch.bool)
+    # margin 1 m: samples nearer than 9 m are in front (0.1 + 0.2)
+    loss = line_of_sight_loss(weights, z, target, valid, 1.0)
+    assert float(loss) == pytest.approx(0.3)
+    loss.backward()
+    assert torch.equal(weights.grad[0, 0, 0, 0] > 0, torch.tensor([True, True, False, False]))
+    # a wider margin forgives more; all weight on the surface costs nothing
+    assert float(line_of_sight_loss(weights, z, target, valid, 2.0)) == pytest.approx(0.1)
+    on_surface = torch.tensor([0.0, 0.0, 0.0, 1.0]).expand(1, 1, 3, 3, 4)
+    assert float(line_of_sight_loss(on_surface, z, target, valid, 1.0)) == 0.0
+    # a grazing surface (depth grows 4 m a row, the road far ahead) widens the margin to the 3x3 depth range
+    road = torch.tensor([10.0, 14.0, 18.0]).view(1, 1, 3, 1).expand(1, 1, 3, 3).clone()
+    centre = torch.zeros(1, 1, 3, 3, dtype=torch.bool)
+    centre[0, 0, 1, 1] = True
+    z_road = torch.tensor([2.0, 8.5, 11.0, 14.0]).expand(1, 1, 3, 3, 4)
+    # centre target 14 m, range 8 m: only the sample at 2 m is in front (the one at 11 m lies in the road's layer)
+    assert float(line_of_sight_loss(weights.detach(), z_road, road, centre, 1.0)) == pytest.approx(0.1)
+    # pixels without a target (0) are skipped, and do not widen their neighbours' margin
+    holes = target.clone()
+    holes[0, 0, 0] = 0.0
+    assert float(line_of_sight_loss(weights.detach(), z, holes, valid, 1.0)) == pytest.approx(0.3)
+
+
+def test_line_of_sight_term_reads_dense_depth_then_lidar():
+    out, batch = _fake_out_and_batch()
+    s = 4
+    b, n, h, w = out["depth"].shape
+    out["sample_depths"] = torch.linspace(1.0, 40.0, s).expand(b, n, h, w, s).clone()
+    out["weights"] = torch.full((b, n, h, w, s), 0.25)
+    loss = DistillNeRFLoss(LossConfig(line_of_sight=2.0, line_of_sight_margin=1.0))
+    _, terms = loss(out, batch)
+    lidar = batch["lidar_depth"]
+    ok = (lidar >= 1.0) & (lidar <= 80.0)
+    expected = line_of_sight_loss(out["weights"], out["sample_depths"], torch.where(ok, lidar, 0 * lidar),
+                                  torch.ones_like(ok), 1.0)
+    assert terms["line_of_sight"] == pytest.approx(2.0 * float(expected))
+    batch["dense_depth"][:, 0] = 30.0
+    batch["dense_depth_valid"][:, 0] = True
+    _, terms = loss(out, batch)
+    # camera 0 now reads its dense depth (30 m: samples at 1, 14 and 27 m are in front), the others their LiDAR
+    target = torch.where(ok, lidar, 0 * lidar)
+    target[:, 0] = 30.0
+    expected = line_of_sight_loss(out["weights"], out["sample_depths"], target, torch.ones_like(ok), 1.0)
+    assert terms["line_of_sight"] == pytest.approx(2.0 * float(expected))
+    assert "line_of_sight" not in DistillNeRFLoss(LossConfig())(out, batch)[1]  # off unless a config asks
 
 
 def test_lpips_needs_local_weights(tmp_path):

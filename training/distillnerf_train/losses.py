@@ -61,6 +61,14 @@ class LossConfig:
     # weight. The official range-normalised MSE barely sees a 1 m error at 5 m; the log term weighs relative error
     # evenly at every range, which is what AbsRel measures and what a short schedule needs to learn near geometry.
     depth_log_l1: float = 0.0
+    # Not in the paper (Urban Radiance Fields' line-of-sight idea): the rendering weight a ray spends more than a
+    # margin in front of its dense-depth surface (teacher or exact; LiDAR where a camera has none), i.e. the
+    # opacity 1 - T(D - margin) gathered before the surface. The depth terms score only the expected depth, so a
+    # field may keep a fog of density in front of every surface at no cost, and that fog is false occupancy. The
+    # margin is at least ``line_of_sight_margin`` metres and widens to the depth range of the pixel's 3x3
+    # neighbourhood, so a surface seen at a grazing angle (the road far ahead) keeps the voxel layer it lies in.
+    line_of_sight: float = 0.0
+    line_of_sight_margin: float = 1.0
 
     @classmethod
     def from_dict(cls, data: dict | None) -> "LossConfig":
@@ -119,6 +127,22 @@ def dense_depth_loss(pred: torch.Tensor, target: torch.Tensor, near_range: float
     if log_weight > 0:
         loss = loss + log_weight * log_depth_l1(pred, target, valid, min_depth, far_range)
     return loss
+
+
+def line_of_sight_loss(weights: torch.Tensor, sample_depths: torch.Tensor, target: torch.Tensor,
+                       valid: torch.Tensor, margin: float) -> torch.Tensor:
+    """Mean over ``valid`` pixels of the weight in front of the target surface: samples nearer than
+    ``target - max(margin, local depth range)``. ``weights`` and ``sample_depths`` (camera z) are [B,N,h,w,S],
+    ``target`` [B,N,h,w] camera z (0 = none), ``valid`` [B,N,h,w]."""
+    flat = target.flatten(0, 1)[:, None]
+    known = flat > 0
+    # 3x3 range over pixels with a target only (a missing neighbour is not a depth edge)
+    high = F.max_pool2d(torch.where(known, flat, torch.full_like(flat, -1e9)), 3, 1, 1)
+    low = -F.max_pool2d(torch.where(known, -flat, torch.full_like(flat, -1e9)), 3, 1, 1)
+    spread = (high - low).clamp_min(0.0)[:, 0].view_as(target)
+    front = target - torch.clamp(spread, min=margin)
+    mass = (weights * (sample_depths < front[..., None])).sum(-1)
+    return masked_mean(mass, valid & (target > 0))
 
 
 def ray_entropy_loss(weights: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
@@ -229,6 +253,24 @@ class DistillNeRFLoss(torch.nn.Module):
         self.register_buffer("class_prototypes", None if class_prototypes is None else
                              torch.as_tensor(class_prototypes, dtype=torch.float32), persistent=False)
 
+    def _surface_target(self, batch: dict, valid: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Per-pixel surface depth and validity for the line-of-sight term: the dense depth for cameras that have
+        one, the LiDAR (within its range) for the others; None without either."""
+        cfg = self.config
+        depth, known = None, None
+        if "lidar_depth" in batch:
+            lidar = batch["lidar_depth"]
+            depth = torch.where((lidar >= cfg.lidar_min_depth) & (lidar <= cfg.lidar_max_depth), lidar,
+                                torch.zeros_like(lidar))
+        if "dense_depth" in batch and bool(batch["dense_depth_valid"].any()):
+            dense = batch["dense_depth_valid"][..., None, None]
+            depth = torch.where(dense, batch["dense_depth"], depth if depth is not None else
+                                torch.zeros_like(batch["dense_depth"]))
+        if depth is None:
+            return None
+        known = camera_mask(valid, depth) & (depth > 0)
+        return depth, known
+
     def forward(self, out: dict, batch: dict, extra: dict | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         cfg, extra = self.config, extra or {}
         valid = batch.get("camera_valid")
@@ -277,6 +319,11 @@ class DistillNeRFLoss(torch.nn.Module):
             terms["voxel_contrast"] = cfg.voxel_contrast * voxel_contrast_loss(
                 out["samples"], out["field"].decoded["features"], batch["features"], mask, self.class_prototypes,
                 cfg.feature_temperature, cfg.voxel_contrast_rays)
+        if cfg.line_of_sight > 0 and "weights" in out and "sample_depths" in out:
+            surface = self._surface_target(batch, valid)
+            if surface is not None:
+                terms["line_of_sight"] = cfg.line_of_sight * line_of_sight_loss(
+                    out["weights"], out["sample_depths"], surface[0], surface[1], cfg.line_of_sight_margin)
         if cfg.entropy > 0 and "weights" in out:
             terms["entropy"] = cfg.entropy * ray_entropy_loss(out["weights"])
         if cfg.opacity > 0 and "opacity" in out:
