@@ -226,7 +226,8 @@ class DistillNerfNode(Node):
         images, intrinsics, cam_to_ego, valid = self.prepare_inputs(frames)
         converted = time.perf_counter()
         p = self.params
-        result = self.backend.infer(images, intrinsics, cam_to_ego, valid, occupancy_threshold=p.occupancy_threshold)
+        threshold = p.occupancy_threshold if p.occupancy_threshold >= 0 else None  # None: the checkpoint's own
+        result = self.backend.infer(images, intrinsics, cam_to_ego, valid, occupancy_threshold=threshold)
         inferred = time.perf_counter()
         self.outputs.publish(header, frames, result, voxel_cap=p.voxel_cloud_max_points, publish_rgb=p.publish_rgb,
                              query_text=p.query_text)

@@ -68,7 +68,8 @@ class NodeParameters:
     query_text: str = _param("Open-vocabulary query for ~/output/feature_query; empty = none.", dynamic=True)
     publish_rgb: bool = _param("Also publish the rendered RGB images on ~/output/<CAM>/rgb.", dynamic=True)
     occupancy_threshold: float = _param("Occupancy probability above which a voxel is occupied (its labels and the "
-                                        "query use the same voxels).", range=(0.0, 1.0), dynamic=True)
+                                        "query use the same voxels); negative = the value calibrated into the "
+                                        "checkpoint's model config.", range=(-1.0, 1.0), dynamic=True)
     voxel_cloud_max_points: int = _param("Most points in ~/output/occupancy, highest probability first (RViz "
                                          "stalls above a few hundred thousand).", range=(1, 640000), dynamic=True)
     warmup_only: bool = _param("Load, warm up, log the ready line and exit 0.")

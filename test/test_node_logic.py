@@ -18,6 +18,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 from distillnerf.perception import QueryUnavailable  # noqa: E402
 from distillnerf.rig import NUSCENES_CAMERAS, load_rig  # noqa: E402
 from distillnerf_ros.node import DistillNerfNode  # noqa: E402
+from distillnerf_ros.parameters import NodeParameters  # noqa: E402
 
 
 class RecordingBackend:
@@ -333,6 +334,12 @@ def test_one_occupancy_threshold_decides_voxels_labels_and_queries(node):
     feed(node, 11.0)
     node.process(node.worker.take(timeout=1.0))
     assert node.backend.thresholds[-1] == pytest.approx(0.2)
+    # negative = the checkpoint's calibrated threshold (the backend's own default), the parameter file's default
+    node.set_parameters([RosParameter("occupancy_threshold", value=-1.0)])
+    feed(node, 12.0)
+    node.process(node.worker.take(timeout=1.0))
+    assert node.backend.thresholds[-1] is None
+    assert NodeParameters.defaults().occupancy_threshold < 0
 
 
 def test_a_late_image_is_not_a_missing_camera_and_a_stopped_one_is(node):
