@@ -90,13 +90,15 @@ class DepthHeads(nn.Module):
         k = candidates.shape[-1]
         depth_code = (torch.log(candidates) / math.log(self.config.far)).permute(0, 3, 1, 2)
         volume = torch.cat([reduced[:, :, None].expand(-1, -1, k, -1, -1), depth_code[:, None]], dim=1)
-        logits = self.candidate_conv(volume)  # [B',2,K,h,w]
+        # channels-last 3D: the candidate convolution's backward is ~3x faster on it (oneDNN), same values
+        logits = self.candidate_conv(volume.contiguous(memory_format=torch.channels_last_3d))  # [B',2,K,h,w]
         probability = torch.softmax(logits[:, 0], dim=1).permute(0, 2, 3, 1)
         density_logit = logits[:, 1].permute(0, 2, 3, 1)
         return candidates, probability, density_logit
 
     def image_features(self, features: Tensor) -> Tensor:
-        return self.feature_head(features).permute(0, 2, 3, 1)  # [B',h,w,2*level_channels]
+        # contiguous: lifting broadcasts these over the K candidates, which is slow on a permuted view
+        return self.feature_head(features).permute(0, 2, 3, 1).contiguous()  # [B',h,w,2*level_channels]
 
 
 def lift(origins: Tensor, directions: Tensor, candidates: Tensor, probability: Tensor, density_logit: Tensor,

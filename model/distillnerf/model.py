@@ -71,7 +71,8 @@ class DistillNeRF(nn.Module):
         camera_batch = torch.arange(b, device=images.device).repeat_interleave(n)  # [BN]
 
         with timer.stage("encode"):
-            features = self.encoder(images.reshape(bn, 3, height, width))
+            # channels-last: oneDNN's convolutions (above all their backward) run faster on it, same values
+            features = self.encoder(images.reshape(bn, 3, height, width).contiguous(memory_format=torch.channels_last))
             fh, fw = features.shape[-2:]
             k_feat = scale_intrinsics(intrinsics, fw / width, fh / height)
             origins, directions, z_per_distance = pixel_rays(k_feat, cam_to_ego, fh, fw)
@@ -114,7 +115,7 @@ class DistillNeRF(nn.Module):
         with timer.stage("decode"):
             render = rays["render"].reshape(bn, h, w, -1).permute(0, 3, 1, 2)
             depth_code = (depth / c.far)[:, None]
-            rgb = self.decoder(torch.cat([render, depth_code], dim=1))
+            rgb = self.decoder(torch.cat([render, depth_code], dim=1).contiguous(memory_format=torch.channels_last))
 
         coarse_depth = (coarse_distance * z_per_distance)[:, None]
         if (fh, fw) != (height, width):
