@@ -145,4 +145,12 @@ def test_camera_dropout_scores_outside_the_dropped_view(synth_root, tiny_checkpo
     for count in ("1", "2"):
         d = report["camera_dropout"][count]
         assert 0.0 <= d["iou_dropped"] <= 100.0 and 0.0 <= d["iou_all_cameras"] <= 100.0
+        only = d["only_dropped_view"]
+        assert 0.0 <= only["iou_dropped"] <= 100.0 and 0.0 <= only["iou_all_cameras"] <= 100.0
+    # the region only the dropped camera sees: inside its view, outside every other camera's
+    others = [c for c in rig.camera_names if c != "CAM_FRONT"]
+    elsewhere = outside_views(OccGridSpec(), np.stack([rig.camera(c).intrinsics for c in others]),
+                              np.stack([rig.camera(c).cam_to_ego for c in others]), (64, 36))
+    only_front = ~outside & elsewhere
+    assert only_front[150, 100, 3] and not only_front[50, 100, 3]  # 20 m straight ahead: the front camera alone
     assert np.isfinite(report["occupancy"]["geometric_iou"])
