@@ -25,7 +25,7 @@ from distillnerf.model import DistillNeRF
 from distillnerf.perception import resolve_device
 
 from .config import TrainConfig
-from .data import NuScenesKeyframes
+from .data import training_keyframes
 from .losses import DistillNeRFLoss
 from .reproducibility import (TRAIN_STATE_VERSION, StepBatchSampler, collate, load_train_state, lr_multiplier,
                               rng_state, seed_everything, set_rng_state, to_device)
@@ -61,9 +61,9 @@ class Trainer:
         self.amp = config.train.amp and self.device.type == "cuda"
         self.model_config: ModelConfig = load_model_config(config.model)
         data_config = config.data
-        self.dataset = NuScenesKeyframes(replace(data_config, input_size=self.model_config.input_size,
-                                                 render_size=self.model_config.render_size,
-                                                 feature_dim=self.model_config.feature_dim))
+        self.dataset = training_keyframes(replace(data_config, input_size=self.model_config.input_size,
+                                                   render_size=self.model_config.render_size,
+                                                   feature_dim=self.model_config.feature_dim))
         seed_everything(config.train.seed)  # identical initial weights on every rank
         self.model = DistillNeRF(self.model_config).to(self.device)
         if config.train.init_from:

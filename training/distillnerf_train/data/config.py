@@ -14,6 +14,9 @@ class DataConfig:
     """What one item holds; the ``data:`` section of a training config."""
 
     dataroot: str = ""
+    # More dataroots of the same version, concatenated after dataroot for training (data/combined.py), each with
+    # its own teacher/, features/ and gt/ folders: scenes of several worlds in one run.
+    extra_dataroots: list[str] = field(default_factory=list)
     version: str = "v1.0-trainval"
     scenes: list[str] | None = None  # scene names to keep; None = all
     cameras: list[str] = field(default_factory=lambda: list(NUSCENES_CAMERAS))
@@ -47,4 +50,9 @@ class DataConfig:
         if not 0 < config.lidar_min_depth < config.lidar_max_depth:
             raise ValueError(f"data config: need 0 < lidar_min_depth < lidar_max_depth, got {config.lidar_min_depth} "
                              f"and {config.lidar_max_depth}")
+        if config.extra_dataroots:
+            per_root = [key for key in ("scenes", "teacher_dir", "features_dir", "gt_dir") if getattr(config, key)]
+            if per_root:
+                raise ValueError(f"data config: {', '.join(per_root)} name(s) one dataroot's contents and cannot be "
+                                 "combined with extra_dataroots")
         return config
