@@ -190,20 +190,21 @@ def evaluate(checkpoint: str | Path, dataroot: str | Path, version: str, scenes:
             for (threshold, free_margin), metrics in geometry.items():
                 occupied = occupied_voxels(probability, offset, threshold, free_margin).numpy()
                 metrics.update(np.where(occupied, 0, FREE_LABEL), gt, mask)
-            intrinsics, cam_to_ego = batch["intrinsics"][0].cpu().numpy(), batch["cam_to_ego"][0].cpu().numpy()
+            if dropout:
+                intrinsics, cam_to_ego = batch["intrinsics"][0].cpu().numpy(), batch["cam_to_ego"][0].cpu().numpy()
+                visible, all_cameras = mask.astype(bool), np.where(result.occupied, 0, FREE_LABEL)
             for dropped_count, (full, partial, full_only, partial_only) in dropout.items():
                 cams = dropped_cameras(dropped_count, keyframe, valid.shape[0])
                 keep = valid.cpu().numpy().copy()
                 keep[cams] = False
-                dropped = perception.infer(images, intrinsics, cam_to_ego, keep)
-                visible = mask.astype(bool)
+                dropped = np.where(perception.infer(images, intrinsics, cam_to_ego, keep).occupied, 0, FREE_LABEL)
                 outside = outside_views(perception.grid, intrinsics[cams], cam_to_ego[cams], config.input_size)
                 only_dropped = ~outside & outside_views(perception.grid, intrinsics[keep], cam_to_ego[keep],
                                                         config.input_size)
-                for metrics, occupied in ((full, result.occupied), (partial, dropped.occupied)):
-                    metrics.update(np.where(occupied, 0, FREE_LABEL), gt, visible & outside)
-                for metrics, occupied in ((full_only, result.occupied), (partial_only, dropped.occupied)):
-                    metrics.update(np.where(occupied, 0, FREE_LABEL), gt, visible & only_dropped)
+                for (on_all, on_dropped), region in (((full, partial), visible & outside),
+                                                     ((full_only, partial_only), visible & only_dropped)):
+                    on_all.update(all_cameras, gt, region)
+                    on_dropped.update(dropped, gt, region)
 
     report = {
         "checkpoint": str(checkpoint), "dataroot": str(dataroot), "version": version, "model": config.name,

@@ -11,6 +11,7 @@ from torch import nn
 from distillnerf.model import DistillNeRF
 
 from .config import TrainConfig
+from .data.files import read_reducer_file
 from .losses import DistillNeRFLoss, sample_distillation_points
 from .rendering import render_views
 
@@ -26,8 +27,8 @@ def class_prototypes(folder: Path) -> torch.Tensor:
     path = Path(folder) / "reducer.pt"
     if not path.is_file():
         raise FileNotFoundError(f"losses.feature_contrast needs {path} (run distillnerf features)")
-    meta = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(meta, dict) or "class_targets" not in meta:
+    meta = read_reducer_file(path)
+    if "class_targets" not in meta:
         raise ValueError(f"{path} has no 'class_targets': re-run distillnerf features to write them")
     return torch.as_tensor(meta["class_targets"], dtype=torch.float32)
 

@@ -26,6 +26,7 @@ from distillnerf.perception import resolve_device
 
 from .config import TrainConfig
 from .data import training_keyframes
+from .data.files import read_reducer_file
 from .losses import DistillNeRFLoss
 from .reproducibility import (TRAIN_STATE_VERSION, StepBatchSampler, collate, load_train_state, lr_multiplier,
                               rng_state, seed_everything, set_rng_state, to_device)
@@ -132,8 +133,8 @@ class Trainer:
         extras = {"step": self.step, "train_config": self.config.to_dict(), "dataset": self.config.data.dataroot}
         reducer = features_dir(self.config) / "reducer.pt"
         if reducer.is_file():  # the features command's PCA: the node must reduce text embeddings the same way
-            meta = torch.load(reducer, map_location="cpu", weights_only=True)
-            if not isinstance(meta, dict) or "reducer" not in meta:
+            meta = read_reducer_file(reducer)
+            if "reducer" not in meta:
                 raise ValueError(f"{reducer}: expected the features command's dict with a 'reducer' entry")
             extras.update({k: meta[k] for k in ("reducer", "text_encoder", "dino_reducer", "dino_model") if k in meta})
         return extras

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import ConcatDataset, Dataset
 
 from .config import DataConfig
+from .files import read_reducer_file
 from .nuscenes import NuScenesKeyframes
 
 
@@ -48,20 +49,15 @@ def describe(kinds: dict[str, bool]) -> str:
 
 def check_same_reducer(reference: Path, other: Path) -> None:
     """Both feature folders were reduced by the same PCA into the same class prototypes, or a ValueError."""
-    first, second = (load_reducer_file(path) for path in (reference, other))
+    for path in (reference, other):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: feature targets need their reducer.pt (run distillnerf "
+                                    "features)")
+    first, second = (read_reducer_file(path) for path in (reference, other))
     for key in ("reducer", "class_targets"):
         if not same_values(first.get(key), second.get(key)):
             raise ValueError(f"{other}: its {key} differs from {reference}'s: the feature targets of one run must "
                              "come from one reducer (distillnerf features with the same text tower and vocabulary)")
-
-
-def load_reducer_file(path: Path) -> dict:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: feature targets need their reducer.pt (run distillnerf features)")
-    meta = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(meta, dict):
-        raise ValueError(f"{path}: expected the features command's dict")
-    return meta
 
 
 def same_values(a, b) -> bool:

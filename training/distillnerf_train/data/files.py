@@ -32,6 +32,14 @@ def open_nuscenes(dataroot: str | Path, version: str):
                          f"{error})") from error
 
 
+def read_reducer_file(path: Path) -> dict:
+    """The features command's ``reducer.pt`` (reducer, text encoder, class prototypes) as a dict."""
+    meta = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: expected the features command's dict")
+    return meta
+
+
 def load_image(path: Path, size: tuple[int, int], crop: CropBox | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
     """``[3,H,W]`` float image (its ``crop``, when given) resized to ``size`` (W, H), and the file's own size."""
     if not path.is_file():
