@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from distillnerf_ros.demo.lidar_truth import LidarTruth
-from distillnerf_ros.demo.report import FrameResult, compute_metrics, headline
+from distillnerf_ros.demo.results import FrameResult, compute_metrics, headline
 
 
 def test_lidar_depth_of_a_real_frame_matches_the_training_targets(nuscenes_tiny):

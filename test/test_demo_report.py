@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distillnerf_ros.demo.report import (FrameResult, bird_eye_ground_truth, compute_metrics, resample_nearest,
-                                         write_report)
+from distillnerf_ros.demo.report import write_report
+from distillnerf_ros.demo.results import FrameResult, bird_eye_ground_truth, compute_metrics, resample_nearest
 
 CAMERAS = ("CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_RIGHT", "CAM_BACK", "CAM_BACK_LEFT")
 

@@ -9,7 +9,7 @@ from distillnerf_ros.interface import NODE_NAME
 
 from .ground_truth import GroundTruthIndex
 from .options import DemoError
-from .report import FrameResult, resample_nearest
+from .results import FrameResult, resample_nearest
 
 
 def decode_depth(message) -> np.ndarray:

@@ -16,7 +16,7 @@ from distillnerf_ros.node_process import NodeProcess
 from .frames import frame_result
 from .ground_truth import GroundTruthIndex
 from .options import DemoError, say
-from .report import FrameResult
+from .results import FrameResult
 
 
 def keyframe_groups(messages, image_topics: set[str]):

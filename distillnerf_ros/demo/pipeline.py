@@ -21,7 +21,7 @@ from distillnerf_ros.node_process import NodeProcess, bag_input_remaps, ros_argu
 from .ground_truth import ground_truth_index
 from .lockstep import bag_cameras, replay_lockstep
 from .options import SYNTH_VERSION, DemoError, DemoOptions, node_model_parameters, say
-from .report import FrameResult
+from .results import FrameResult
 
 
 @dataclass
