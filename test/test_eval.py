@@ -101,6 +101,12 @@ def test_eval_cli(synth_root, tiny_checkpoint, tmp_path, capsys):
     assert "not a readable" in capsys.readouterr().err
     assert cli_main(["eval", "--checkpoint", str(tiny_checkpoint), "--data", str(synth_root)]) == 2
     assert "v1.0-trainval" in capsys.readouterr().err
+    # class offsets are fitted on training keyframes, never on the held-out suite; and they need class prototypes
+    assert cli_main(["eval", "--checkpoint", str(tiny_checkpoint), "--suite", "heldout", "--fit-class-offsets"]) == 2
+    assert "never on a held-out suite" in capsys.readouterr().err
+    assert cli_main(["eval", "--checkpoint", str(tiny_checkpoint), "--data", str(synth_root), "--version",
+                     "v1.0-synth", "--max-samples", "1", "--fit-class-offsets"]) == 2
+    assert "needs a checkpoint with a text encoder" in capsys.readouterr().err
 
 
 def test_evaluate_with_text_encoder_reports_semantic_miou(synth_root, tmp_path):
@@ -117,8 +123,13 @@ def test_evaluate_with_text_encoder_reports_semantic_miou(synth_root, tmp_path):
     save_checkpoint(path, DistillNeRF(config), config, {"reducer": reducer.state_dict(), "text_encoder": encoder.spec()})
     from distillnerf_train.evaluation import evaluate
 
-    occ = evaluate(path, synth_root, "v1.0-synth", device="cpu", max_samples=1)["occupancy"]
+    report = evaluate(path, synth_root, "v1.0-synth", device="cpu", max_samples=1, fit_class_offsets=True)
+    occ = report["occupancy"]
     assert occ["miou"] is not None and 0.0 <= occ["miou"] <= 100.0
+    # the class-offset fit starts from the labels eval scored (no offsets in this config) and never loses
+    fit = report["class_offsets"]
+    assert fit["keyframes"] == 1 and fit["miou_without"] == pytest.approx(occ["miou"])
+    assert fit["miou_with"] >= fit["miou_without"] and set(fit["class_score_offsets"]) <= set(OCC3D_CLASSES)
     assert set(occ["per_class_iou"]) == {name for name in OCC3D_CLASSES if name != "free"}
     # the semantic section: 2D accuracy needs feature targets (absent here), query AP needs only Occ3D labels
     from distillnerf_train.evaluation import evaluate as run

@@ -46,8 +46,13 @@ def test_overrides_and_validation():
 
 def test_inference_settings_do_not_change_the_weights_layout():
     tiny = load_model_config("tiny")
-    tuned = load_model_config("tiny", occupancy_threshold=0.1, occupancy_subsamples=(1, 1, 2), visibility_margin=2.0)
+    tuned = load_model_config("tiny", occupancy_threshold=0.1, occupancy_subsamples=(1, 1, 2), visibility_margin=2.0,
+                              class_score_offsets={"car": 0.5, "traffic_cone": -1})
     assert tuned.occupancy_subsamples == (1, 1, 2) and tuned.same_weights_layout(tiny)
+    assert tuned.class_score_offsets == {"car": 0.5, "traffic_cone": -1.0}
+    assert config_from_dict(tuned.to_dict()) == tuned  # a checkpoint's copy reads back the same
+    with pytest.raises(ValueError, match="class_score_offsets: unknown classes automobile"):
+        load_model_config("tiny", class_score_offsets={"automobile": 1.0})
     assert not load_model_config("tiny", mlp_hidden=tiny.mlp_hidden * 2).same_weights_layout(tiny)
     with pytest.raises(ValueError, match="occupancy_subsamples"):
         load_model_config("tiny", occupancy_subsamples=(1, 0, 2))

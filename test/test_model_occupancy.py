@@ -32,6 +32,10 @@ def test_semantic_labels_pick_the_most_similar_class():
     features = torch.tensor([[0.1, 5.0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 2.0, 0, 0, 0, 0], [3.0, 0, 0, 0, 0, 0, 0, 0]])
     occupied = torch.tensor([True, True, False])
     assert semantic_labels(features, classes, occupied).tolist() == [1, 3, FREE_LABEL]
+    # scores are -squared distances: feature 1 scores -1 for class 3 and -5 for class 0, so an offset of +4.5 on
+    # class 0 makes it the nearest (-0.5 > -1) and +3.5 does not (-1.5 < -1); feature 0 (-16.01 vs -25.81) keeps 1
+    assert semantic_labels(features, classes, occupied, torch.tensor([4.5, 0, 0, 0])).tolist() == [1, 0, FREE_LABEL]
+    assert semantic_labels(features, classes, occupied, torch.tensor([3.5, 0, 0, 0])).tolist() == [1, 3, FREE_LABEL]
 
 
 def test_surface_offset_gives_visibility_and_free_space():

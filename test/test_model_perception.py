@@ -126,6 +126,21 @@ def test_text_queries_and_semantics(frame):
     assert len(encoder.calls) == calls  # cached per text
 
 
+def test_class_score_offsets_shift_the_semantic_labels(frame):
+    plain = Perception.from_config("tiny", device="cpu", seed=0, occupancy_threshold=0.05)
+    shifted = Perception.from_config("tiny", device="cpu", seed=0, occupancy_threshold=0.05,
+                                     class_score_offsets={"car": 1.0e6})
+    for p in (plain, shifted):
+        p.set_text_encoder(KeywordEncoder(), ProjectionReducer())
+    before, after = plain.infer(*frame), shifted.infer(*frame)
+    assert np.array_equal(before.occupied, after.occupied)  # offsets relabel, never re-decide occupancy
+    scores = plain.class_scores(before.voxel_features)
+    assert scores.shape == (int(before.occupied.sum()), 17)
+    assert np.array_equal(before.semantics[before.occupied], scores.argmax(axis=1))
+    assert np.all(after.semantics[after.occupied] == 4)  # car everywhere
+    assert shifted.class_offsets()[4] == 1.0e6 and float(shifted.class_offsets().abs().sum()) == 1.0e6
+
+
 def test_from_checkpoint_restores_model(tmp_path, perception, frame, result):
     path = save_checkpoint(tmp_path / "m.pt", perception.model, perception.config, {"step": 3})
     restored = Perception.from_checkpoint(path, device="cpu")

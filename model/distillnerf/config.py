@@ -14,6 +14,7 @@ from typing import Literal
 
 from distillnerf.config_files import load_yaml
 from distillnerf.dataclass_config import check_dataclass, dataclass_from_dict
+from distillnerf.occ3d import FREE_LABEL, OCC3D_CLASSES
 from distillnerf.rig import NUSCENES_CAMERAS
 
 
@@ -101,6 +102,11 @@ class ModelConfig:
     # Free-space carving: a voxel whose centre lies more than this many metres in front of a camera's rendered
     # depth is free whatever its density (that camera sees through it); None = off. Calibrated like the threshold.
     free_space_margin: float | None = field(default=None, metadata={"range": (0.0, None)})
+    # Semantic labels: per Occ3D class name, an offset added to that class's score (the negative squared distance
+    # of a voxel's feature to the class prototype) before the nearest class is taken; it corrects the class priors
+    # the features learned (logit adjustment). Fitted on training keyframes by `distillnerf eval
+    # --fit-class-offsets`; {} = the plain nearest class.
+    class_score_offsets: dict[str, float] = field(default_factory=dict)
 
     @property
     def num_bins(self) -> int:
@@ -128,6 +134,10 @@ class ModelConfig:
             problems.append("descriptor 'internal' needs feature_head")
         if self.num_candidates < 1 or self.num_bins < 2:
             problems.append("need at least 1 candidate and 2 depth bins")
+        unknown = sorted(set(self.class_score_offsets) - set(OCC3D_CLASSES[:FREE_LABEL]))
+        if unknown:
+            problems.append(f"class_score_offsets: unknown classes {', '.join(unknown)} "
+                            f"(known: {', '.join(OCC3D_CLASSES[:FREE_LABEL])})")
         if not 0.0 <= self.early_stop_transmittance < 1.0:
             problems.append(f"early_stop_transmittance must be in [0, 1), got {self.early_stop_transmittance}")
         if problems:
@@ -137,7 +147,7 @@ class ModelConfig:
     #: Settings read only when weights are loaded or results post-processed: weights trained under one value of
     #: these serve every other value.
     INFERENCE_SETTINGS = ("backbone_pretrained", "occupancy_threshold", "occupancy_subsamples", "visibility_margin",
-                          "free_space_margin", "early_stop_transmittance", "march_chunk")
+                          "free_space_margin", "class_score_offsets", "early_stop_transmittance", "march_chunk")
 
     def weights_layout_differences(self, other: "ModelConfig") -> list[str]:
         """The settings, inference settings aside, in which ``other`` differs: weights trained under ``other``

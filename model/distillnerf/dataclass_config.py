@@ -3,11 +3,11 @@ keys, missing keys, wrong types, unknown choices and values out of range are err
 and the key.
 
 Types come from the dataclass's annotations (``int``, ``float``, ``bool``, ``str``, ``Path``, ``X | None``,
-``X | Y``, ``tuple[...]``, ``list[...]``, ``Literal[...]`` choices, and nested config dataclasses, which are read
+``X | Y``, ``tuple[...]``, ``list[...]``, ``dict[K, V]``, ``Literal[...]`` choices, and nested config dataclasses, which are read
 from nested mappings). YAML's loose scalars are read as meant: ``1e-4`` (PyYAML reads it as a string) is a float,
 an int is accepted where a float is wanted, a list where a tuple is, a string where a path is. Ranges are declared
 on the field, ``field(default=..., metadata={"range": (low, high)})`` (inclusive; None = unbounded; checked on
-every item of a tuple or list). A field without a default must be given. Rules that tie several fields together
+every item of a tuple or list, every value of a mapping). A field without a default must be given. Rules that tie several fields together
 stay with the config class (for example ``ModelConfig.validate``).
 
 Used by the model config, the training configs, the synthetic world's settings, the demo's options and the ROS
@@ -97,6 +97,14 @@ def _coerce_sequence(value, kind, where: str):
     return tuple(items) if origin is tuple else items
 
 
+def _coerce_mapping(value, kind, where: str):
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: expected a mapping of keys to values, got {_describe(value)}")
+    key_type, value_type = typing.get_args(kind) or (typing.Any, typing.Any)
+    return {coerce(k, key_type, f"{where}: key {k!r}"): coerce(v, value_type, f"{where}: {k}")
+            for k, v in value.items()}
+
+
 def coerce(value, kind, where: str):
     """``value`` as the annotated type ``kind``; ValueError naming ``where`` when it is not one."""
     origin = typing.get_origin(kind)
@@ -106,6 +114,8 @@ def coerce(value, kind, where: str):
         return _coerce_literal(value, kind, where)
     if origin in (tuple, list):
         return _coerce_sequence(value, kind, where)
+    if origin is dict:
+        return _coerce_mapping(value, kind, where)
     if kind in (bool, int, float, str) or (isinstance(kind, type) and issubclass(kind, PurePath)):
         return _coerce_scalar(value, kind, where)
     if dataclasses.is_dataclass(kind):
@@ -119,6 +129,8 @@ def coerce(value, kind, where: str):
 def check_range(value, bounds, where: str) -> None:
     """ValueError naming ``where`` when ``value`` (or any item of it, at any depth) lies outside ``bounds``."""
     low, high = bounds
+    if isinstance(value, dict):
+        value = list(value.values())
     values = value if isinstance(value, (list, tuple)) else [value]
     for v in values:
         if isinstance(v, (list, tuple)):

@@ -62,14 +62,16 @@ def occupancy_and_surface(model, field, spec: OccGridSpec = OccGridSpec(), subsa
     return prob.clamp(0.0, 1.0), surface
 
 
-def semantic_labels(features: Tensor, class_embeddings: Tensor, occupied: Tensor) -> Tensor:
+def semantic_labels(features: Tensor, class_embeddings: Tensor, occupied: Tensor,
+                    class_offsets: Tensor | None = None) -> Tensor:
     """Occ3D labels: occupied voxels take the class whose embedding (in the reduced feature space the features
     were distilled into) is nearest their feature (features [..., F], class_embeddings [C, F], occupied [...]
-    bool); free voxels get 17."""
+    bool), after ``class_offsets`` [C] are added to the scores; free voxels get 17."""
     from distillnerf.relevance import nearest_class
 
     shape = features.shape[:-1]
-    labels = nearest_class(features.reshape(-1, features.shape[-1]), class_embeddings).reshape(shape).to(torch.uint8)
+    labels = nearest_class(features.reshape(-1, features.shape[-1]), class_embeddings, class_offsets)
+    labels = labels.reshape(shape).to(torch.uint8)
     return torch.where(occupied, labels, torch.full_like(labels, FREE_LABEL))
 
 

@@ -19,7 +19,7 @@ from distillnerf.geometry import project_points, scale_intrinsics
 from distillnerf.model import DistillNeRF
 from distillnerf.occupancy import (FREE_LABEL, OCC3D_CLASSES, OccGridSpec, occupancy_and_surface, occupied_voxels,
                                   semantic_labels)
-from distillnerf.relevance import relevance
+from distillnerf.relevance import relevance, scores
 from distillnerf.timing import StageTimer
 
 log = logging.getLogger(__name__)
@@ -194,7 +194,7 @@ class Perception:
             class_embeddings = self._class_text_embeddings()
             if class_embeddings is not None and voxel_features.shape[0]:
                 semantics[occupied] = semantic_labels(voxel_features, class_embeddings,
-                                                      torch.ones_like(occupied[occupied]))
+                                                      torch.ones_like(occupied[occupied]), self.class_offsets())
             else:
                 semantics[occupied] = 0  # 'others': occupied, class unknown without a text encoder
             visible = offset <= self.config.visibility_margin
@@ -260,6 +260,20 @@ class Perception:
             names = [name.replace("_", " ") for name in OCC3D_CLASSES[:FREE_LABEL]]
             self._class_embeddings = self._text_embeddings(names)
         return self._class_embeddings
+
+    def class_scores(self, voxel_features: np.ndarray) -> np.ndarray | None:
+        """[M, 17] scores of voxel features against the class prototypes, offsets not added (what
+        ``class_score_offsets`` are fitted on); None without a text encoder."""
+        class_embeddings = self._class_text_embeddings()
+        if class_embeddings is None:
+            return None
+        features = torch.as_tensor(voxel_features, device=self.device)
+        return scores(features, class_embeddings).cpu().numpy()
+
+    def class_offsets(self) -> torch.Tensor:
+        """[17] the config's ``class_score_offsets`` in Occ3D class order (0 for classes it does not name)."""
+        offsets = self.config.class_score_offsets
+        return torch.tensor([offsets.get(name, 0.0) for name in OCC3D_CLASSES[:FREE_LABEL]], device=self.device)
 
     def _last_voxels(self) -> tuple[np.ndarray, torch.Tensor]:
         if self._last is None:

@@ -18,9 +18,11 @@ def scores(features: Tensor, embeddings: Tensor) -> Tensor:
     return -torch.cdist(features.float(), embeddings.float()).square()
 
 
-def nearest_class(features: Tensor, prototypes: Tensor) -> Tensor:
-    """Index [M] of the nearest class prototype of each feature."""
-    return scores(features, prototypes).argmax(dim=-1)
+def nearest_class(features: Tensor, prototypes: Tensor, offsets: Tensor | None = None) -> Tensor:
+    """Index [M] of the nearest class prototype of each feature; ``offsets`` [K], when given, are added to each
+    class's score first (a calibrated class prior)."""
+    s = scores(features, prototypes)
+    return (s if offsets is None else s + offsets.to(s)).argmax(dim=-1)
 
 
 def relevance(features: Tensor, query: Tensor, alternatives: Tensor, temperature: float) -> Tensor:

@@ -20,6 +20,7 @@ from distillnerf.occupancy import FREE_LABEL, OCC3D_CLASSES, OccGridSpec, occupa
 from distillnerf.perception import Perception
 from distillnerf.relevance import nearest_class, relevance
 
+from .class_offsets import ClassOffsetFit
 from .data import DataConfig, NuScenesKeyframes
 from .data.dgp import DGPKeyframes, is_dgp_dataset
 from .rendering import render_views
@@ -112,13 +113,15 @@ def outside_views(grid: OccGridSpec, intrinsics: np.ndarray, cam_to_ego: np.ndar
 def evaluate(checkpoint: str | Path, dataroot: str | Path, version: str, scenes: list[str] | None = None,
              device: str = "auto", max_samples: int | None = None, min_depth: float = 1e-3,
              max_depth: float = 80.0, progress: bool = False, occupancy_sweep: tuple[float, ...] = (),
-             free_space_sweep: tuple[float, ...] = (), drop_cameras: tuple[int, ...] = ()) -> dict:
+             free_space_sweep: tuple[float, ...] = (), drop_cameras: tuple[int, ...] = (),
+             fit_class_offsets: bool = False) -> dict:
     """Score a checkpoint on every keyframe of a dataroot; returns a JSON-ready dict. ``occupancy_sweep``: also
     the geometric IoU at each of these occupancy thresholds (calibrate the threshold on training scenes);
     ``free_space_sweep``: also at each free-space margin, and with carving off, for each of those thresholds (or the
     model's).
     ``drop_cameras``: also the geometric IoU with that many cameras dropped (rotating over the keyframes), scored
-    against the all-camera prediction on the same voxels: camera-visible ones outside the dropped cameras' view."""
+    against the all-camera prediction on the same voxels: camera-visible ones outside the dropped cameras' view.
+    ``fit_class_offsets``: also fit the model config's ``class_score_offsets`` on these keyframes (training ones)."""
     perception = Perception.from_checkpoint(checkpoint, device=device)
     model, config, dev = perception.model, perception.config, perception.device
     if is_dgp_dataset(dataroot):  # a second real rig (DDAD): depth against its LiDAR
@@ -147,6 +150,9 @@ def evaluate(checkpoint: str | Path, dataroot: str | Path, version: str, scenes:
     timings: dict[str, list[float]] = {}
     semantic = perception.text_encoder is not None
     semantic_scores = SemanticScores(perception) if semantic and config.feature_head else None
+    if fit_class_offsets and not semantic:
+        raise ValueError("fitting class offsets needs a checkpoint with a text encoder (class prototypes)")
+    offset_fit = ClassOffsetFit() if fit_class_offsets else None
     iterator = loader
     if progress:
         from tqdm import tqdm
@@ -186,6 +192,8 @@ def evaluate(checkpoint: str | Path, dataroot: str | Path, version: str, scenes:
         if "occ_valid" in batch and bool(batch["occ_valid"][0]):
             gt, mask = batch["occ_semantics"][0].cpu().numpy(), batch["occ_mask_camera"][0].cpu().numpy()
             occupancy.update(result.semantics, gt, mask)
+            if offset_fit is not None:
+                offset_fit.update(result.occupied, perception.class_scores(result.voxel_features), gt, mask)
             probability, offset = torch.from_numpy(result.occupancy_probability), torch.from_numpy(result.surface_offset)
             for (threshold, free_margin), metrics in geometry.items():
                 occupied = occupied_voxels(probability, offset, threshold, free_margin).numpy()
@@ -235,6 +243,8 @@ def evaluate(checkpoint: str | Path, dataroot: str | Path, version: str, scenes:
     else:
         report["occupancy"] = None
     report["query"] = semantic_scores.compute() if semantic_scores is not None else None
+    if offset_fit is not None and offset_fit.keyframes:
+        report["class_offsets"] = offset_fit.fit()
     if dropout:
         report["camera_dropout"] = {
             str(dropped_count): {"iou_all_cameras": full.compute()["geometric_iou"],
@@ -287,6 +297,10 @@ def format_report(report: dict) -> str:
     for threshold, by_margin in (report.get("free_space_sweep") or {}).items():
         lines.append(f"IoU at threshold {threshold} by free-space margin (m) " +
                      "  ".join(f"{m}: {iou:.2f}" for m, iou in by_margin.items()))
+    if report.get("class_offsets"):
+        fit = report["class_offsets"]
+        lines.append(f"class offsets    mIoU {fit['miou_without']:.2f} -> {fit['miou_with']:.2f} with "
+                     f"class_score_offsets: {fit['class_score_offsets']} (model config)")
     lines.append("latency (ms)     " + "  ".join(f"{k} {v:.1f}" for k, v in report["latency_ms"].items()))
     return "\n".join(lines)
 

@@ -35,6 +35,9 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                         "set free_space_margin in the model config and run distillnerf export")
     p.add_argument("--drop-cameras", type=_counts, default=(), metavar="K,K,...",
                    help="also score occupancy with K cameras dropped (e.g. 1,2), outside the dropped cameras' view")
+    p.add_argument("--fit-class-offsets", action="store_true",
+                   help="also fit the model config's class_score_offsets (per-class score offsets that maximise the "
+                        "Occ3D mIoU) on these keyframes; fit on training scenes, never on a held-out suite")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
     return p
@@ -65,13 +68,17 @@ def run(args) -> int:
     if bool(args.data) == bool(args.suite):
         print("distillnerf eval: error: give either --data DIR or --suite NAME", file=sys.stderr)
         return 2
+    if args.suite and args.fit_class_offsets:
+        print("distillnerf eval: error: --fit-class-offsets fits on training keyframes (--data), never on a "
+              "held-out suite", file=sys.stderr)
+        return 2
     if args.suite:
         return run_suite(args)
     try:
         report = evaluate(args.checkpoint, args.data, args.version, scenes=args.scenes, device=args.device,
                           max_samples=args.max_samples, progress=not args.json and sys.stderr.isatty(),
                           occupancy_sweep=args.occupancy_sweep, free_space_sweep=args.free_space_sweep,
-                          drop_cameras=args.drop_cameras)
+                          drop_cameras=args.drop_cameras, fit_class_offsets=args.fit_class_offsets)
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         print(f"distillnerf eval: error: {error}", file=sys.stderr)
         return 2
