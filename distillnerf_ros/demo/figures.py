@@ -13,6 +13,7 @@ from distillnerf_ros.output_messages import GRID_FREE, GRID_OCCUPIED, GRID_UNKNO
 
 from .results import GRID_ORIGIN, VOXEL_SIZE, FrameResult, bird_eye_ground_truth
 
+
 def _plt():
     import matplotlib
 

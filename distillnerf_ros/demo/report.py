@@ -9,6 +9,7 @@ from pathlib import Path
 from .figures import figure_bird_eye, figure_depth, figure_inputs, figure_query, figure_semantic_3d
 from .results import FrameResult, clean_for_json, compute_metrics, headline
 
+
 def _format(value) -> str:
     if value is None:
         return "n/a"

@@ -15,8 +15,6 @@ from distillnerf.occ3d import FREE_LABEL as OCC3D_FREE, GROUND_LABELS, OccGridSp
 
 from distillnerf_ros.output_messages import bird_eye_view
 
-from distillnerf_ros.output_messages import GRID_FREE, GRID_OCCUPIED, GRID_UNKNOWN, bird_eye_view
-
 GRID = OccGridSpec()  # the node publishes the Occ3D grid
 GRID_ORIGIN = np.asarray(GRID.origin)
 VOXEL_SIZE = GRID.voxel_size[0]

@@ -3,12 +3,12 @@ keys, missing keys, wrong types, unknown choices and values out of range are err
 and the key.
 
 Types come from the dataclass's annotations (``int``, ``float``, ``bool``, ``str``, ``Path``, ``X | None``,
-``X | Y``, ``tuple[...]``, ``list[...]``, ``dict[K, V]``, ``Literal[...]`` choices, and nested config dataclasses, which are read
-from nested mappings). YAML's loose scalars are read as meant: ``1e-4`` (PyYAML reads it as a string) is a float,
-an int is accepted where a float is wanted, a list where a tuple is, a string where a path is. Ranges are declared
-on the field, ``field(default=..., metadata={"range": (low, high)})`` (inclusive; None = unbounded; checked on
-every item of a tuple or list, every value of a mapping). A field without a default must be given. Rules that tie several fields together
-stay with the config class (for example ``ModelConfig.validate``).
+``X | Y``, ``tuple[...]``, ``list[...]``, ``dict[K, V]``, ``Literal[...]`` choices, and nested config dataclasses,
+which are read from nested mappings). YAML's loose scalars are read as meant: ``1e-4`` (PyYAML reads it as a
+string) is a float, an int is accepted where a float is wanted, a list where a tuple is, a string where a path is.
+Ranges are declared on the field, ``field(default=..., metadata={"range": (low, high)})`` (inclusive; None =
+unbounded; checked on every item of a tuple or list, every value of a mapping). A field without a default must be
+given. Rules that tie several fields together stay with the config class (for example ``ModelConfig.validate``).
 
 Used by the model config, the training configs, the synthetic world's settings, the demo's options and the ROS
 node's parameters, so each reads its file the same way.

@@ -217,13 +217,16 @@ class Occ3DMetrics:
         union = tp + fp + fn
         return float(100.0 * tp / union) if union > 0 else math.nan
 
+    def miou(self) -> float:
+        """Mean IoU in percent over the classes but free that prediction or ground truth contains (NaN if none)."""
+        semantic = np.delete(self.per_class_iou(), self.free_class)
+        return float(np.nanmean(semantic)) if np.isfinite(semantic).any() else math.nan
+
     def compute(self) -> dict:
-        ious = self.per_class_iou()
-        semantic = np.delete(ious, self.free_class)
-        miou = float(np.nanmean(semantic)) if np.isfinite(semantic).any() else math.nan
+        semantic = np.delete(self.per_class_iou(), self.free_class)
         names = [n for i, n in enumerate(self.class_names) if i != self.free_class]
         return {
-            "miou": miou,
+            "miou": self.miou(),
             "geometric_iou": self.geometric_iou(),
             "per_class_iou": {name: (None if math.isnan(v) else float(v)) for name, v in zip(names, semantic)},
             "samples": self.samples,

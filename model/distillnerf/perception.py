@@ -72,6 +72,9 @@ class Perception:
         self.reducer = None
         self._text_cache: dict[str, torch.Tensor] = {}
         self._class_embeddings: torch.Tensor | None = None
+        offsets = config.class_score_offsets  # fixed with the config: built once, not per frame
+        self._class_offsets = torch.tensor([offsets.get(name, 0.0) for name in OCC3D_CLASSES[:FREE_LABEL]],
+                                           device=self.device)
         self._relevance: tuple[list[str], float] | None = None
         self._last: PerceptionResult | None = None
         self._restore_text_encoder()
@@ -272,8 +275,7 @@ class Perception:
 
     def class_offsets(self) -> torch.Tensor:
         """[17] the config's ``class_score_offsets`` in Occ3D class order (0 for classes it does not name)."""
-        offsets = self.config.class_score_offsets
-        return torch.tensor([offsets.get(name, 0.0) for name in OCC3D_CLASSES[:FREE_LABEL]], device=self.device)
+        return self._class_offsets
 
     def _last_voxels(self) -> tuple[np.ndarray, torch.Tensor]:
         if self._last is None:

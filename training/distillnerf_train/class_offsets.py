@@ -9,22 +9,23 @@ scores best with the others held, for a few rounds (never worse than no offsets,
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from distillnerf.metrics import Occ3DMetrics
 from distillnerf.occ3d import FREE_LABEL, OCC3D_CLASSES
 
 NUM_LABELS = FREE_LABEL + 1  # 17 classes and free
 
 
 def confusion_miou(confusion: np.ndarray) -> float:
-    """Occ3D mIoU (%) of a [gt, pred] confusion over 18 labels, as ``distillnerf.metrics.Occ3DMetrics`` computes it:
-    classes 0-16, those absent from both prediction and ground truth skipped."""
-    tp = np.diag(confusion)[:FREE_LABEL].astype(np.float64)
-    fp = confusion[:, :FREE_LABEL].sum(0) - tp
-    fn = confusion[:FREE_LABEL, :].sum(1) - tp
-    union = tp + fp + fn
-    present = union > 0
-    return float((tp[present] / union[present]).mean() * 100.0) if present.any() else 0.0
+    """Occ3D mIoU (%) of a [gt, pred] confusion over 18 labels, by ``distillnerf.metrics.Occ3DMetrics`` itself (0 when
+    no class is present)."""
+    metrics = Occ3DMetrics()
+    metrics.confusion = confusion
+    value = metrics.miou()
+    return 0.0 if math.isnan(value) else value
 
 
 class ClassOffsetFit:
