@@ -88,3 +88,19 @@ def test_surface_point_is_the_sub_sample_that_made_the_voxel_occupied():
     assert bool((prob > 0.99).all())
     centres = spec.centres("cpu").reshape(4, 2, 2, 3)
     assert torch.allclose(surface[0, ..., 2], centres[..., 2] + 0.1)  # the upper sub-sample, not the centre
+
+
+def test_surface_offset_reads_depth_between_pixel_centres():
+    # ground seen at a grazing angle: depth grows row by row, so a point between two rows' centres must be compared
+    # with the depth interpolated there, not with the depth of the row it falls in
+    p = Perception.from_config("tiny", device="cpu", seed=0)
+    k = torch.tensor([[[10.0, 0.0, 4.0], [0.0, 10.0, 4.0], [0.0, 0.0, 1.0]]])
+    e = torch.eye(4)[None]  # camera frame = ego frame: z is depth
+    rows = torch.arange(8, dtype=torch.float32)
+    depth = (20.0 + 2.0 * rows)[None, :, None].expand(1, 8, 8).contiguous()  # row r (centre v = r + 0.5): 20 + 2r m
+    # a point at v = 3.0: in pixel row 3, halfway between the centres of rows 2 (v = 2.5) and 3 (v = 3.5)
+    z = 25.0
+    points = torch.tensor([[0.0, (3.0 - 4.0) * z / 10.0, z]])
+    offset = p._surface_offset(points, depth, k, e, torch.ones(1, dtype=torch.bool))
+    # interpolated depth at v = 3.0: halfway between 24 (row 2) and 26 (row 3) = 25 m: the point is on the surface
+    np.testing.assert_allclose(offset.numpy(), [0.0], atol=1e-4)

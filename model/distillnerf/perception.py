@@ -219,17 +219,22 @@ class Perception:
     def _surface_offset(points, depth, intrinsics, cam_to_ego, valid) -> torch.Tensor:
         """[P] metres each point lies behind the rendered depth of the cameras it projects into (inside the image,
         in front of the camera), the least over them; +inf for points no valid camera sees. A point is
-        camera-visible when the offset is at most ``visibility_margin`` (not hidden behind a surface)."""
+        camera-visible when the offset is at most ``visibility_margin`` (not hidden behind a surface).
+
+        The depth is read bilinearly at the point's sub-pixel position, not at the pixel it falls in: on ground
+        seen at a grazing angle one render pixel spans metres of range (about 11 m at 40 m), and the pixel's own
+        depth would carve or hide voxels of the very surface it sees."""
         n, h, w = depth.shape
         offset = torch.full((points.shape[0],), float("inf"), device=points.device)
         uv, z = project_points(points[None].expand(n, -1, -1), intrinsics, cam_to_ego)
+        inside = (z > 0.1) & (uv[..., 0] >= 0) & (uv[..., 0] < w) & (uv[..., 1] >= 0) & (uv[..., 1] < h)
+        # pixel u covers [u, u+1): align_corners=False puts pixel centres at u + 0.5, as that convention needs
+        grid = torch.stack([uv[..., 0] * (2.0 / w) - 1.0, uv[..., 1] * (2.0 / h) - 1.0], dim=-1)[:, None]
+        surface = F.grid_sample(depth[:, None].float(), grid.float(), mode="bilinear", padding_mode="border",
+                                align_corners=False)[:, 0, 0]
         for cam in range(n):
-            if not bool(valid[cam]):
-                continue
-            u, v = uv[cam, :, 0], uv[cam, :, 1]
-            inside = (z[cam] > 0.1) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
-            surface = depth[cam][v.clamp(0, h - 1).long(), u.clamp(0, w - 1).long()]
-            offset = torch.where(inside, torch.minimum(offset, z[cam] - surface.float()), offset)
+            if bool(valid[cam]):
+                offset = torch.where(inside[cam], torch.minimum(offset, z[cam] - surface[cam]), offset)
         return offset
 
     # -- open vocabulary ----------------------------------------------------------------------------------------
