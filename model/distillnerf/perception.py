@@ -225,17 +225,14 @@ class Perception:
         seen at a grazing angle one render pixel spans metres of range (about 11 m at 40 m), and the pixel's own
         depth would carve or hide voxels of the very surface it sees."""
         n, h, w = depth.shape
-        offset = torch.full((points.shape[0],), float("inf"), device=points.device)
         uv, z = project_points(points[None].expand(n, -1, -1), intrinsics, cam_to_ego)
-        inside = (z > 0.1) & (uv[..., 0] >= 0) & (uv[..., 0] < w) & (uv[..., 1] >= 0) & (uv[..., 1] < h)
+        seen = (z > 0.1) & (uv[..., 0] >= 0) & (uv[..., 0] < w) & (uv[..., 1] >= 0) & (uv[..., 1] < h)
+        seen &= valid.to(torch.bool)[:, None]
         # pixel u covers [u, u+1): align_corners=False puts pixel centres at u + 0.5, as that convention needs
         grid = torch.stack([uv[..., 0] * (2.0 / w) - 1.0, uv[..., 1] * (2.0 / h) - 1.0], dim=-1)[:, None]
         surface = F.grid_sample(depth[:, None].float(), grid.float(), mode="bilinear", padding_mode="border",
                                 align_corners=False)[:, 0, 0]
-        for cam in range(n):
-            if bool(valid[cam]):
-                offset = torch.where(inside[cam], torch.minimum(offset, z[cam] - surface[cam]), offset)
-        return offset
+        return torch.where(seen, z - surface, torch.full_like(z, float("inf"))).amin(dim=0)
 
     # -- open vocabulary ----------------------------------------------------------------------------------------
     def set_text_encoder(self, encoder, reducer) -> None:
