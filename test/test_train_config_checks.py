@@ -80,3 +80,18 @@ def test_teacher_and_features_configs_are_checked_the_same_way(tmp_path, capsys,
     assert main([command, "--data", str(tmp_path), *extra, "--config", str(path)]) == 2
     error = capsys.readouterr().err
     assert expected in error and "Traceback" not in error and len(error.strip().splitlines()) == 1
+
+
+def test_base_config_is_folded_in_section_by_section(tmp_path):
+    from distillnerf_train.config import load_train_config
+
+    base = yaml.safe_load((REPO / "training" / "distillnerf_train" / "configs" / "train" / "tiny_test.yaml").read_text())
+    (tmp_path / "parent.yaml").write_text(yaml.safe_dump(base))
+    (tmp_path / "child.yaml").write_text(f"base: {tmp_path / 'parent.yaml'}\ntrain:\n  max_steps: 7\n")
+    parent, child = load_train_config(tmp_path / "parent.yaml"), load_train_config(tmp_path / "child.yaml")
+    assert child.train.max_steps == 7 and parent.train.max_steps != 7
+    # everything the child does not name is the parent's, within a section too
+    assert child.train.out == parent.train.out and child.losses == parent.losses and child.data == parent.data
+    (tmp_path / "loop.yaml").write_text(f"base: {tmp_path / 'loop.yaml'}\n")
+    with pytest.raises(ValueError, match="loops"):
+        load_train_config(tmp_path / "loop.yaml")

@@ -96,8 +96,25 @@ def train_config_from_dict(data: dict, source: str = "<dict>") -> TrainConfig:
         raise ValueError(f"{source}: {error}") from None
 
 
-def load_train_config(name_or_path: str | os.PathLike) -> TrainConfig:
-    """Load ``distillnerf_train/configs/train/<name>.yaml`` or a path. A relative ``data.dataroot`` is taken from
-    the current folder."""
+def _train_config_data(name_or_path: str | os.PathLike, chain: tuple[str, ...] = ()) -> tuple[dict, str]:
+    """A train config file's mapping with its ``base`` (another train config's name or path) folded in: the file's
+    sections update the base's key by key, so a stage that continues another names only what it changes."""
     path = resolve_config(name_or_path, "train")
-    return train_config_from_dict(load_yaml(path), str(path))
+    if str(path) in chain:
+        raise ValueError(f"{path}: 'base' chain loops ({' -> '.join(chain + (str(path),))})")
+    data = dict(load_yaml(path))
+    base = data.pop("base", None)
+    if base is None:
+        return data, str(path)
+    merged, _ = _train_config_data(base, chain + (str(path),))
+    for key, value in data.items():
+        merged[key] = {**merged[key], **value} if isinstance(value, dict) and isinstance(merged.get(key), dict) \
+            else value
+    return merged, str(path)
+
+
+def load_train_config(name_or_path: str | os.PathLike) -> TrainConfig:
+    """Load ``distillnerf_train/configs/train/<name>.yaml`` or a path (with its ``base``, when it names one). A
+    relative ``data.dataroot`` is taken from the current folder."""
+    data, source = _train_config_data(name_or_path)
+    return train_config_from_dict(data, source)
