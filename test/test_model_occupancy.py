@@ -90,6 +90,32 @@ def test_surface_point_is_the_sub_sample_that_made_the_voxel_occupied():
     assert torch.allclose(surface[0, ..., 2], centres[..., 2] + 0.1)  # the upper sub-sample, not the centre
 
 
+def test_with_a_threshold_the_surface_point_is_the_highest_sub_sample_above_it():
+    import torch
+
+    from distillnerf.occupancy import OccGridSpec, occupancy_and_surface
+
+    spec = OccGridSpec((-0.8, 0.8), (-0.4, 0.4), (-0.4, 0.4), (4, 2, 2))
+
+    class Model:  # road-like dense lower half, a fainter car body above it in the x > 0 voxels only
+        def query_density(self, field, points):
+            z, x = points[..., 2], points[..., 0]
+            lower = (z - (-0.4 + 0.4 * torch.floor((z + 0.4) / 0.4))) < 0.2
+            return torch.where(lower, torch.tensor(50.0), torch.where(x > 0, torch.tensor(2.0), torch.tensor(0.0)))
+
+    field = type("Field", (), {"coarse": type("L", (), {"features": torch.zeros(1)})(), "batch_size": 1})()
+    centres = spec.centres("cpu").reshape(4, 2, 2, 3)
+    _, most = occupancy_and_surface(Model(), field, spec, (1, 1, 2))
+    assert torch.allclose(most[0, ..., 2], centres[..., 2] - 0.1)  # no threshold: the most occupied, lower half
+    prob, top = occupancy_and_surface(Model(), field, spec, (1, 1, 2), threshold=0.3)
+    upper = centres[..., 0] > 0  # 1 - exp(-2 * 0.4) = 0.55 > 0.3 there; nothing above the road elsewhere
+    assert torch.allclose(top[0][upper][:, 2], centres[upper][:, 2] + 0.1)
+    assert torch.allclose(top[0][~upper][:, 2], centres[~upper][:, 2] - 0.1)
+    assert bool((prob > 0.99).all())  # the probability is still the maximum over the sub-samples
+    _, high = occupancy_and_surface(Model(), field, spec, (1, 1, 2), threshold=0.6)
+    assert torch.allclose(high, most)  # the body is below this threshold: the road's sub-sample again
+
+
 def test_surface_offset_reads_depth_between_pixel_centres():
     # ground seen at a grazing angle: depth grows row by row, so a point between two rows' centres must be compared
     # with the depth interpolated there, not with the depth of the row it falls in

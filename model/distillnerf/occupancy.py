@@ -44,22 +44,31 @@ def occupancy_probability(model, field, spec: OccGridSpec = OccGridSpec(),
     return occupancy_and_surface(model, field, spec, subsamples)[0]
 
 
-def occupancy_and_surface(model, field, spec: OccGridSpec = OccGridSpec(), subsamples: int | Sequence[int] = 1
-                          ) -> tuple[Tensor, Tensor]:
+def occupancy_and_surface(model, field, spec: OccGridSpec = OccGridSpec(), subsamples: int | Sequence[int] = 1,
+                          threshold: float | None = None) -> tuple[Tensor, Tensor]:
     """(probability [B, X, Y, Z], surface points [B, X, Y, Z, 3]): each voxel's probability is the maximum over its
-    sub-samples, and its surface point the sub-sample that gave it: where a voxel's semantics should be read (its
-    centre may lie in the empty half of a voxel whose surface is a few centimetres thick)."""
+    sub-samples, and its surface point the sub-sample where its semantics should be read (its centre may lie in the
+    empty half of a voxel whose surface is a few centimetres thick): the most occupied sub-sample or, with a
+    ``threshold``, the highest one above it (the most occupied of those at that height). What lies on top is what a
+    voxel is: a car's lowest layer and a kerb hold road in their lower half."""
     device = field.coarse.features.device
     points = spec.centres(device, subsamples)
     b = field.batch_size
     sigma = model.query_density(field, points[None].expand(b, -1, -1))
     step = min(spec.voxel_size)
-    count = math.prod(per_axis(subsamples))
+    counts = per_axis(subsamples)
+    count = math.prod(counts)
     prob = (1.0 - torch.exp(-sigma * step)).reshape(b, *spec.size, count)
-    prob, best = prob.max(dim=-1)
+    best_prob, best = prob.max(dim=-1)
+    if threshold is not None and counts[2] > 1:
+        # sub-samples are ordered x, y, z (z fastest): rank the ones above the threshold by height, then probability
+        height = torch.arange(count, device=device) % counts[2]
+        rank = torch.where(prob > threshold, height + 0.5 * prob, -1.0)
+        top_rank, top = rank.max(dim=-1)
+        best = torch.where(top_rank >= 0, top, best)
     surface = points.reshape(*spec.size, count, 3)[None].expand(b, *spec.size, count, 3)
     surface = torch.gather(surface, -2, best[..., None, None].expand(*best.shape, 1, 3))[..., 0, :]
-    return prob.clamp(0.0, 1.0), surface
+    return best_prob.clamp(0.0, 1.0), surface
 
 
 def semantic_labels(features: Tensor, class_embeddings: Tensor, occupied: Tensor,

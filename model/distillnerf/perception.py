@@ -179,7 +179,8 @@ class Perception:
         out = self.model(images_t, k_t, e_t, valid_t, timer=timer, render_features=self.render_features)
         with timer.stage("queries"):
             field = out["field"]
-            prob, surface = occupancy_and_surface(self.model, field, self.grid, self.config.occupancy_subsamples)
+            prob, surface = occupancy_and_surface(self.model, field, self.grid, self.config.occupancy_subsamples,
+                                                  threshold)
             prob, surface = prob[0], surface[0]
             centres = self.grid.centres(self.device).reshape(*self.grid.size, 3)
             valid_cams = valid_t[0] if valid_t is not None else torch.ones(k_t.shape[1], dtype=torch.bool,
