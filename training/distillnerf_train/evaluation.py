@@ -64,13 +64,14 @@ class SemanticScores:
         np.add.at(self.total, truth, 1)
         np.add.at(self.correct, truth[pred == truth], 1)
 
-    def update_3d(self, model, field, gt: np.ndarray, mask: np.ndarray, grid: OccGridSpec,
-                  subsamples=(1, 1, 1), threshold: float | None = None) -> None:
+    def update_3d(self, model, field, gt: np.ndarray, mask: np.ndarray) -> None:
         keep = mask.astype(bool) & (gt != FREE_LABEL)
         if not keep.any():
             return
         # read where the deployed path reads: each voxel's highest sub-sample above the occupancy threshold
-        _, surface = occupancy_and_surface(model, field, grid, subsamples, threshold)
+        config = self.perception.config
+        _, surface = occupancy_and_surface(model, field, self.perception.grid, config.occupancy_subsamples,
+                                           config.occupancy_threshold)
         features = model.query_features(field, surface[0][torch.from_numpy(keep)][None])[0]
         per_class = [relevance(features, self.prototypes[c], self.alternatives[c], self.temperature)
                      for c in range(len(CLASS_NAMES))]
@@ -181,8 +182,7 @@ def evaluate(checkpoint: str | Path, dataroot: str | Path, version: str, scenes:
                                           valid & batch["features_valid"][0])
             if semantic_scores is not None and "occ_valid" in batch and bool(batch["occ_valid"][0]):
                 semantic_scores.update_3d(model, out["field"], batch["occ_semantics"][0].cpu().numpy(),
-                                          batch["occ_mask_camera"][0].cpu().numpy(), perception.grid,
-                                          config.occupancy_subsamples, config.occupancy_threshold)
+                                          batch["occ_mask_camera"][0].cpu().numpy())
         # The deployed path: occupancy, semantics and per-stage latency.
         images = [(img.permute(1, 2, 0).cpu().numpy() * 255.0).round().astype(np.uint8) for img in batch["images"][0]]
         result = perception.infer(images, batch["intrinsics"][0].cpu().numpy(), batch["cam_to_ego"][0].cpu().numpy(),
