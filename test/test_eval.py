@@ -165,3 +165,48 @@ def test_camera_dropout_scores_outside_the_dropped_view(synth_root, tiny_checkpo
     only_front = ~outside & elsewhere
     assert only_front[150, 100, 3] and not only_front[50, 100, 3]  # 20 m straight ahead: the front camera alone
     assert np.isfinite(report["occupancy"]["geometric_iou"])
+
+
+def test_2d_class_truth_is_read_in_the_targets_own_space(synth_root, tmp_path):
+    """The 2D accuracy's truth comes from the prototypes stored beside the targets, so a reducer refitted for the
+    evaluation data (another fit than the checkpoint's) cannot move it; the prediction uses the checkpoint's."""
+    import shutil
+
+    from distillnerf.foundation import FeatureReducer, OpenClipTextEncoder, save_random_open_clip_weights
+    from distillnerf.perception import Perception
+    from distillnerf_train.data import DataConfig, NuScenesKeyframes
+    from distillnerf_train.evaluation import SemanticScores, stored_prototypes
+    from distillnerf_train.features.semantic import write_semantic_targets
+
+    root = tmp_path / "data"
+    shutil.copytree(synth_root, root)
+    weights = save_random_open_clip_weights("clip_tiny", tmp_path / "clip.pt", seed=0)
+    write_semantic_targets(root, "clip_tiny", weights)
+    encoder = OpenClipTextEncoder("clip_tiny", weights)
+    # the checkpoint carries a reducer of its own fit: its prototypes lie elsewhere than the data's
+    other = FeatureReducer(64).fit(torch.randn(300, encoder.encode(["car"]).shape[-1],
+                                               generator=torch.Generator().manual_seed(1)))
+    config = load_model_config("tiny")
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, DistillNeRF(config), config, {"reducer": other.state_dict(), "text_encoder": encoder.spec()})
+    perception = Perception.from_checkpoint(path, device="cpu")
+
+    dataset = NuScenesKeyframes(DataConfig(dataroot=str(root), version="v1.0-synth", input_size=config.input_size,
+                                           render_size=config.render_size, feature_dim=64, features=True))
+    stored = stored_prototypes(dataset)
+    meta = torch.load(root / "features" / "reducer.pt", weights_only=True)
+    assert torch.equal(stored, meta["class_targets"])
+    item = dataset[0]
+    target, valid = item["features"][None], item["features_valid"][None]
+    labels = torch.cdist(target[0].permute(0, 2, 3, 1).reshape(-1, 64), stored).argmin(1)
+    assert labels.unique().numel() > 1
+    checkpoint_prototypes = perception._text_embeddings([n.replace("_", " ") for n in OCC3D_CLASSES[:17]] + ["sky"])
+    n, _, h, w = target[0].shape
+    perfect = checkpoint_prototypes[labels].reshape(n, h, w, 64).permute(0, 3, 1, 2)[None]
+
+    in_own_space = SemanticScores(perception, stored)
+    in_own_space.update_2d(perfect[0], target[0], valid[0])
+    assert in_own_space.compute()["accuracy_2d"] == 1.0
+    in_checkpoint_space = SemanticScores(perception)
+    in_checkpoint_space.update_2d(perfect[0], target[0], valid[0])
+    assert in_checkpoint_space.compute()["accuracy_2d"] < 1.0

@@ -43,6 +43,28 @@ def test_reducer_is_deterministic_and_round_trips_through_its_state_dict():
     assert restored.reduce(probe).shape == (2, 5, 64)
 
 
+def test_a_component_the_features_do_not_span_reduces_to_a_constant_on_any_thread_count():
+    # 64 words centred have rank 63, as the semantic vocabulary does: the 64th component is rounding noise
+    words = torch.randn(64, 96, generator=torch.Generator().manual_seed(2))
+    threads = torch.get_num_threads()
+    try:
+        fits = []
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            fits.append(FeatureReducer(64).fit(words))
+    finally:
+        torch.set_num_threads(threads)
+    one, two = fits
+    for key in ("mean", "components", "minimum", "maximum"):
+        assert torch.equal(getattr(one, key), getattr(two, key)), key
+    reduced = one.reduce(torch.cat([words, torch.randn(5, 96)]))
+    assert torch.equal(reduced[:, 63], torch.full((69,), 0.5))
+    assert torch.all(one.components[:, 63] == 0)
+    # the 63 spanned components still scale the words to the full unit range
+    assert torch.allclose(reduced[:64, :63].min(0).values, torch.zeros(63), atol=1e-5)
+    assert torch.allclose(reduced[:64, :63].max(0).values, torch.ones(63), atol=1e-5)
+
+
 def test_reducer_errors_are_clear():
     with pytest.raises(RuntimeError, match="not fitted"):
         FeatureReducer().reduce(torch.zeros(3, 96))

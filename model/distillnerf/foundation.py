@@ -37,7 +37,15 @@ class FeatureReducer:
     Fitted once over a dataset's features (``torch.pca_lowrank``); afterwards ``reduce`` maps any feature of the
     same space (image patches, text embeddings) into the 64-d target space. Values outside the fitting set may
     fall slightly outside [0, 1]; nothing is clamped, so cosine similarities stay faithful.
+
+    A component the features do not span (64 vocabulary words centred have rank 63) holds only rounding noise,
+    which min-max scaling would blow up to the full [0, 1] range, and differently for every thread count. Such a
+    component (span below ``DEGENERATE_SPAN`` of the largest) is dropped: it reduces everything to a constant 0.5.
+    The fit itself runs on one thread, so the same features give the same reducer, bit for bit, on any machine
+    setting (targets of different runs can then be checked for equality).
     """
+
+    DEGENERATE_SPAN = 1e-4
 
     def __init__(self, dim: int = FEATURE_DIM):
         self.dim = int(dim)
@@ -64,19 +72,28 @@ class FeatureReducer:
         if m < self.dim or d < self.dim:
             raise ValueError(f"PCA to {self.dim} dimensions needs at least {self.dim} samples and input dimensions, "
                              f"got {m} samples of dimension {d}")
-        mean = x.mean(dim=0)
-        centred = x - mean
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            _, _, v = torch.pca_lowrank(centred, q=self.dim, center=False, niter=niter)
-        # PCA axes have no sign; fix it so that refits give the same targets.
-        largest = v.abs().argmax(dim=0)
-        signs = torch.sign(v[largest, torch.arange(self.dim)])
-        signs[signs == 0] = 1
-        v = v * signs
-        projected = centred @ v
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            mean = x.mean(dim=0)
+            centred = x - mean
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                _, _, v = torch.pca_lowrank(centred, q=self.dim, center=False, niter=niter)
+            # PCA axes have no sign; fix it so that refits give the same targets.
+            largest = v.abs().argmax(dim=0)
+            signs = torch.sign(v[largest, torch.arange(self.dim)])
+            signs[signs == 0] = 1
+            v = v * signs
+            projected = centred @ v
+        finally:
+            torch.set_num_threads(threads)
+        minimum, maximum = projected.min(dim=0).values, projected.max(dim=0).values
+        degenerate = (maximum - minimum) <= self.DEGENERATE_SPAN * (maximum - minimum).max()
+        v[:, degenerate] = 0.0
+        minimum[degenerate], maximum[degenerate] = -0.5, 0.5
         self.mean, self.components = mean, v.contiguous()
-        self.minimum, self.maximum = projected.min(dim=0).values, projected.max(dim=0).values
+        self.minimum, self.maximum = minimum, maximum
         return self
 
     def project(self, x: torch.Tensor) -> torch.Tensor:

@@ -23,6 +23,7 @@ from distillnerf.relevance import nearest_class, relevance
 from .class_offsets import ClassOffsetFit
 from .data import DataConfig, NuScenesKeyframes
 from .data.dgp import DGPKeyframes, is_dgp_dataset
+from .data.files import read_reducer_file
 from .rendering import render_views
 
 
@@ -38,14 +39,18 @@ CLASS_NAMES = [name.replace("_", " ") for name in OCC3D_CLASSES[:FREE_LABEL]]
 class SemanticScores:
     """2D semantic accuracy of rendered features and the per-class average precision of voxel relevance.
 
-    2D: each pixel's class is the prototype (class prompt, or sky) nearest its feature target (the exact label for
-    targets made from labels); the prediction is the prototype nearest the rendered feature. 3D: at camera-visible
+    2D: each pixel's class is the prototype (class prompt, or sky) nearest its feature target, among the prototypes
+    stored beside the targets (``target_prototypes``, in the targets' own reduced space: the exact label for targets
+    made from labels; the checkpoint's when none are given); the prediction is the checkpoint's prototype nearest
+    the rendered feature. A reducer refitted for the evaluation data then cannot move the truth. 3D: at camera-visible
     voxels that the ground truth marks occupied, the relevance of each class prompt (against the others and the
     background words, as the node's query computes it) ranks the voxels; AP against membership of that class."""
 
-    def __init__(self, perception: Perception) -> None:
+    def __init__(self, perception: Perception, target_prototypes: torch.Tensor | None = None) -> None:
         self.perception = perception
         self.prototypes = perception._text_embeddings(CLASS_NAMES + ["sky"])
+        self.target_prototypes = self.prototypes if target_prototypes is None else \
+            target_prototypes.to(self.prototypes.device, self.prototypes.dtype)
         words, self.temperature = perception.relevance_settings()
         self.alternatives = [perception._text_embeddings([w for w in words if w != name]) for name in CLASS_NAMES]
         self.correct = np.zeros(len(CLASS_NAMES) + 1)
@@ -59,7 +64,7 @@ class SemanticScores:
         t = target[valid].permute(0, 2, 3, 1).reshape(-1, target.shape[1]).to(f.dtype)
         if f.shape[0] == 0:
             return
-        truth = nearest_class(t, self.prototypes).cpu().numpy()
+        truth = nearest_class(t, self.target_prototypes).cpu().numpy()
         pred = nearest_class(f, self.prototypes).cpu().numpy()
         np.add.at(self.total, truth, 1)
         np.add.at(self.correct, truth[pred == truth], 1)
@@ -90,6 +95,20 @@ class SemanticScores:
             result.update(per_class_ap={k: (None if np.isnan(v) else v) for k, v in per_class.items()},
                           map=float(np.mean(known)) if known else None, voxels=int(labels.shape[0]))
         return result
+
+
+def stored_prototypes(dataset) -> torch.Tensor | None:
+    """The class prototypes ``distillnerf features`` stored beside a dataset's feature targets, in
+    ``CLASS_NAMES + ["sky"]`` order, or None (no targets, or written before prototypes were stored)."""
+    path = getattr(dataset, "features_dir", None)
+    if not getattr(dataset, "has_features", False) or not (path / "reducer.pt").is_file():
+        return None
+    meta = read_reducer_file(path / "reducer.pt")
+    if "class_targets" not in meta:
+        return None
+    if list(meta.get("class_names", [])) != CLASS_NAMES + ["sky"]:
+        raise ValueError(f"{path / 'reducer.pt'}: its class prototypes are not the Occ3D class prompts and sky")
+    return torch.as_tensor(meta["class_targets"], dtype=torch.float32)
 
 
 def dropped_cameras(count: int, keyframe: int, cameras: int) -> list[int]:
@@ -150,7 +169,8 @@ def evaluate(checkpoint: str | Path, dataroot: str | Path, version: str, scenes:
     dropout = {count: tuple(Occ3DMetrics() for _ in range(4)) for count in drop_cameras}
     timings: dict[str, list[float]] = {}
     semantic = perception.text_encoder is not None
-    semantic_scores = SemanticScores(perception) if semantic and config.feature_head else None
+    semantic_scores = SemanticScores(perception, stored_prototypes(dataset)) if semantic and config.feature_head \
+        else None
     if fit_class_offsets and not semantic:
         raise ValueError("fitting class offsets needs a checkpoint with a text encoder (class prototypes)")
     offset_fit = ClassOffsetFit() if fit_class_offsets else None
