@@ -223,6 +223,30 @@ def test_init_from_starts_fine_tuning_from_a_checkpoint(tmp_path, synth_root):
         Trainer(other, out_dir=str(tmp_path / "d"))
 
 
+def test_init_changes_lets_a_run_change_the_grid_geometry_on_purpose(tmp_path, synth_root):
+    """Fine-tuning into a new contraction radius: the listed setting may differ, nothing else, and the weights
+    must still fit."""
+    import yaml
+
+    config = load_train_config(_write_config(tmp_path, synth_root, max_steps=1))
+    first = Trainer(config, out_dir=str(tmp_path / "a"))
+    first.train()
+    tiny = yaml.safe_load((Path(__file__).parents[1] / "model/distillnerf/configs/model/tiny.yaml").read_text())
+    model_file = tmp_path / "tiny_wider.yaml"
+    model_file.write_text(yaml.safe_dump({**tiny, "contraction_radius_xy": tiny["contraction_radius_xy"] * 0.8}))
+    wider = replace(config, model=str(model_file), train=replace(config.train, init_from=str(first.model_path)))
+    with pytest.raises(ValueError, match="contraction_radius_xy.*init_changes"):
+        Trainer(wider, out_dir=str(tmp_path / "b"))
+    allowed = replace(wider, train=replace(wider.train, init_changes=["contraction_radius_xy"]))
+    tuned = Trainer(allowed, out_dir=str(tmp_path / "c"))
+    assert tuned.model.config.contraction_radius_xy == pytest.approx(tiny["contraction_radius_xy"] * 0.8)
+    for name, value in first.model.state_dict().items():
+        assert torch.equal(value, tuned.model.state_dict()[name]), name
+    typo = replace(wider, train=replace(wider.train, init_changes=["contraction_radius"]))
+    with pytest.raises(ValueError, match="not model config settings"):
+        Trainer(typo, out_dir=str(tmp_path / "d"))
+
+
 def test_export_extras_carry_the_feature_reducer(tmp_path):
     """The features command's reducer.pt reaches the inference checkpoint as 'reducer' and 'text_encoder'."""
     import types

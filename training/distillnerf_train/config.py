@@ -52,6 +52,8 @@ class LoopConfig:
     out: str = "runs/train"
     render_virtual_views: bool = True  # render the teacher's virtual cameras when the data has them
     init_from: str = ""  # fine-tune: start from this inference checkpoint's weights (fresh optimiser, schedule)
+    # model settings this run changes on purpose from init_from's (a new grid geometry, say); shapes must match
+    init_changes: list[str] = field(default_factory=list)
 
 
 @dataclass

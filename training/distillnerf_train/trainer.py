@@ -143,11 +143,20 @@ class Trainer:
         """Weights of an inference checkpoint (``model.pt``) trained with the same model config; the optimiser and
         schedule start afresh at step 0 (``resume`` instead continues a run exactly)."""
         model, saved, _ = load_checkpoint(path)
-        changed = self.model_config.weights_layout_differences(saved)
+        allowed = set(self.config.train.init_changes)
+        unknown = sorted(allowed - set(self.model_config.to_dict()))
+        if unknown:
+            raise ValueError(f"train.init_changes: {unknown} are not model config settings")
+        changed = [k for k in self.model_config.weights_layout_differences(saved) if k not in allowed]
         if changed:
             raise ValueError(f"train.init_from {path}: trained with model config {saved.name!r}, which differs "
-                             f"from this run's {self.model_config.name!r} in {changed}")
-        self.model.load_state_dict(model.state_dict())
+                             f"from this run's {self.model_config.name!r} in {changed} (list a deliberate change "
+                             "in train.init_changes)")
+        try:
+            self.model.load_state_dict(model.state_dict())
+        except RuntimeError as error:
+            raise ValueError(f"train.init_from {path}: its weights do not fit this run's model "
+                             f"({str(error).splitlines()[0]})") from error
 
     def resume(self, path: Path | None = None) -> None:
         state = load_train_state(path or self.state_path)
