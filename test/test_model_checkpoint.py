@@ -86,3 +86,29 @@ def test_export_takes_a_config_files_inference_settings_only(tmp_path):
     assert cli_main(["export", "--checkpoint", str(trained), "--model-config", str(other_yaml),
                      "--out", str(tmp_path / "bad.pt")]) == 2
     assert not (tmp_path / "bad.pt").exists()
+
+
+def test_export_changes_lets_a_listed_setting_differ_on_purpose(tmp_path):
+    """A setting recalibrated after training (the candidates' spacing, say) reaches the checkpoint only when listed;
+    the weights are unchanged, and a listed change they do not fit is refused."""
+    config = load_model_config("tiny")
+    torch.manual_seed(0)
+    model = DistillNeRF(config).eval()
+    trained = save_checkpoint(tmp_path / "model.pt", model, config, {"step": 5})
+    spaced = tmp_path / "tiny_spaced.yaml"
+    spaced.write_text(yaml.safe_dump({**config.to_dict(), "candidate_max_step": 1.5}))
+    args = ["export", "--checkpoint", str(trained), "--model-config", str(spaced), "--out", str(tmp_path / "a.pt")]
+    assert cli_main(args) == 2 and not (tmp_path / "a.pt").exists()
+    assert cli_main(args + ["--changes", "candidate_max_step"]) == 0
+    loaded, loaded_config, extras = load_checkpoint(tmp_path / "a.pt")
+    assert loaded_config.candidate_max_step == 1.5 and loaded.config.candidate_max_step == 1.5
+    assert extras == {"step": 5}
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[name]), name
+    with pytest.raises(ValueError, match="not model config settings"):
+        export_checkpoint(trained, tmp_path / "b.pt", load_model_config(spaced), ["candidate_step"])
+    wider = tmp_path / "tiny_wider.yaml"
+    wider.write_text(yaml.safe_dump({**config.to_dict(), "mlp_hidden": config.mlp_hidden * 2}))
+    with pytest.raises(ValueError, match="do not fit"):
+        export_checkpoint(trained, tmp_path / "c.pt", load_model_config(wider), ["mlp_hidden"])
+    assert not (tmp_path / "c.pt").exists()

@@ -95,13 +95,36 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return model, config, payload.get("extras", {})
 
 
-def export_checkpoint(source: str | os.PathLike, destination: str | os.PathLike, config: ModelConfig) -> Path:
+def check_config_changes(config: ModelConfig, saved: ModelConfig, changes, label: str, hint: str) -> None:
+    """``config`` may differ from ``saved`` (a checkpoint's) in inference settings and in the settings named in
+    ``changes`` (deliberate, such as a new grid geometry or candidate spacing); anything else is a ValueError that
+    names ``label`` and, as the way to allow a deliberate change, ``hint``. So is a name that is no model setting."""
+    unknown = sorted(set(changes) - set(config.to_dict()))
+    if unknown:
+        raise ValueError(f"{label}: {unknown} are not model config settings")
+    changed = [k for k in config.weights_layout_differences(saved) if k not in set(changes)]
+    if changed:
+        raise ValueError(f"{label}: model config {config.name!r} differs from the checkpoint's ({saved.name!r}) in "
+                         f"{changed}, not only in inference settings (list a deliberate change in {hint})")
+
+
+def export_checkpoint(source: str | os.PathLike, destination: str | os.PathLike, config: ModelConfig,
+                      changes=()) -> Path:
     """Write ``source``'s weights and extras to ``destination`` under ``config``, whose weights layout must match
     the checkpoint's: how a trained checkpoint takes the inference settings (occupancy threshold, sub-samples)
-    calibrated after training. The weights are copied unchanged."""
+    calibrated after training. ``changes``: other settings that may differ on purpose (the weights must still
+    fit). The weights are copied unchanged."""
     model, saved, extras = load_checkpoint(source)
-    changed = config.weights_layout_differences(saved)
-    if changed:
-        raise ValueError(f"{source}: model config {config.name!r} differs from the checkpoint's in {changed}, "
-                         "not only in inference settings")
-    return save_checkpoint(destination, model, replace(config, backbone_pretrained=saved.backbone_pretrained), extras)
+    check_config_changes(config, saved, changes, str(source), "--changes")
+    config = replace(config, backbone_pretrained=saved.backbone_pretrained)
+    if changes:
+        from distillnerf.model import DistillNeRF
+
+        rebuilt = DistillNeRF(replace(config, backbone_pretrained=False))
+        try:
+            rebuilt.load_state_dict(model.state_dict())
+        except RuntimeError as error:
+            raise ValueError(f"{source}: its weights do not fit model config {config.name!r} "
+                             f"({str(error).splitlines()[0]})") from error
+        model = rebuilt.eval()
+    return save_checkpoint(destination, model, config, extras)

@@ -19,7 +19,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
-from distillnerf.checkpoint import atomic_torch_save, load_checkpoint
+from distillnerf.checkpoint import atomic_torch_save, check_config_changes, load_checkpoint
 from distillnerf.config import ModelConfig, config_from_dict, load_model_config
 from distillnerf.model import DistillNeRF
 from distillnerf.perception import resolve_device
@@ -143,15 +143,8 @@ class Trainer:
         """Weights of an inference checkpoint (``model.pt``) trained with the same model config; the optimiser and
         schedule start afresh at step 0 (``resume`` instead continues a run exactly)."""
         model, saved, _ = load_checkpoint(path)
-        allowed = set(self.config.train.init_changes)
-        unknown = sorted(allowed - set(self.model_config.to_dict()))
-        if unknown:
-            raise ValueError(f"train.init_changes: {unknown} are not model config settings")
-        changed = [k for k in self.model_config.weights_layout_differences(saved) if k not in allowed]
-        if changed:
-            raise ValueError(f"train.init_from {path}: trained with model config {saved.name!r}, which differs "
-                             f"from this run's {self.model_config.name!r} in {changed} (list a deliberate change "
-                             "in train.init_changes)")
+        check_config_changes(self.model_config, saved, self.config.train.init_changes, f"train.init_from {path}",
+                             "train.init_changes")
         try:
             self.model.load_state_dict(model.state_dict())
         except RuntimeError as error:
