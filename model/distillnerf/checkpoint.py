@@ -108,6 +108,15 @@ def check_config_changes(config: ModelConfig, saved: ModelConfig, changes, label
                          f"{changed}, not only in inference settings (list a deliberate change in {hint})")
 
 
+def load_fitting_weights(target: torch.nn.Module, state_dict: dict, label: str) -> None:
+    """``target.load_state_dict(state_dict)``, or a ValueError naming ``label`` when the weights do not fit (a
+    deliberate config change that altered a layer's shape)."""
+    try:
+        target.load_state_dict(state_dict)
+    except RuntimeError as error:
+        raise ValueError(f"{label}: its weights do not fit this model ({str(error).splitlines()[0]})") from error
+
+
 def export_checkpoint(source: str | os.PathLike, destination: str | os.PathLike, config: ModelConfig,
                       changes=()) -> Path:
     """Write ``source``'s weights and extras to ``destination`` under ``config``, whose weights layout must match
@@ -121,10 +130,6 @@ def export_checkpoint(source: str | os.PathLike, destination: str | os.PathLike,
         from distillnerf.model import DistillNeRF
 
         rebuilt = DistillNeRF(replace(config, backbone_pretrained=False))
-        try:
-            rebuilt.load_state_dict(model.state_dict())
-        except RuntimeError as error:
-            raise ValueError(f"{source}: its weights do not fit model config {config.name!r} "
-                             f"({str(error).splitlines()[0]})") from error
+        load_fitting_weights(rebuilt, model.state_dict(), f"{source} under model config {config.name!r}")
         model = rebuilt.eval()
     return save_checkpoint(destination, model, config, extras)

@@ -100,14 +100,16 @@ class SemanticScores:
 def stored_prototypes(dataset) -> torch.Tensor | None:
     """The class prototypes ``distillnerf features`` stored beside a dataset's feature targets, in
     ``CLASS_NAMES + ["sky"]`` order, or None (no targets, or written before prototypes were stored)."""
-    path = getattr(dataset, "features_dir", None)
-    if not getattr(dataset, "has_features", False) or not (path / "reducer.pt").is_file():
+    if not getattr(dataset, "has_features", False):  # the DGP rig has no feature targets
         return None
-    meta = read_reducer_file(path / "reducer.pt")
+    path = dataset.features_dir / "reducer.pt"
+    if not path.is_file():
+        return None
+    meta = read_reducer_file(path)
     if "class_targets" not in meta:
         return None
     if list(meta.get("class_names", [])) != CLASS_NAMES + ["sky"]:
-        raise ValueError(f"{path / 'reducer.pt'}: its class prototypes are not the Occ3D class prompts and sky")
+        raise ValueError(f"{path}: its class prototypes are not the Occ3D class prompts and sky")
     return torch.as_tensor(meta["class_targets"], dtype=torch.float32)
 
 

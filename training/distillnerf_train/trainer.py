@@ -19,7 +19,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
-from distillnerf.checkpoint import atomic_torch_save, check_config_changes, load_checkpoint
+from distillnerf.checkpoint import atomic_torch_save, check_config_changes, load_checkpoint, load_fitting_weights
 from distillnerf.config import ModelConfig, config_from_dict, load_model_config
 from distillnerf.model import DistillNeRF
 from distillnerf.perception import resolve_device
@@ -145,11 +145,7 @@ class Trainer:
         model, saved, _ = load_checkpoint(path)
         check_config_changes(self.model_config, saved, self.config.train.init_changes, f"train.init_from {path}",
                              "train.init_changes")
-        try:
-            self.model.load_state_dict(model.state_dict())
-        except RuntimeError as error:
-            raise ValueError(f"train.init_from {path}: its weights do not fit this run's model "
-                             f"({str(error).splitlines()[0]})") from error
+        load_fitting_weights(self.model, model.state_dict(), f"train.init_from {path}")
 
     def resume(self, path: Path | None = None) -> None:
         state = load_train_state(path or self.state_path)
