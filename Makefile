@@ -12,7 +12,8 @@ DEMO_ARGS ?=
 
 # Everything the environment depends on: a change to any of these re-runs the installs.
 SETUP_INPUTS := requirements.txt constraints.txt model/pyproject.toml training/pyproject.toml setup.py setup.cfg \
-	msg/CMakeLists.txt msg/package.xml $(wildcard msg/msg/*.msg)
+	msg/CMakeLists.txt msg/package.xml $(wildcard msg/msg/*.msg) \
+	model/setup.py $(wildcard model/distillnerf/csrc/*.cpp)
 
 ROS_ENV := ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST RCUTILS_LOGGING_USE_STDOUT=1 PYTHONUNBUFFERED=1
 

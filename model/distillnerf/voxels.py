@@ -4,12 +4,14 @@ each voxel (across cameras and candidates), and run sparse 3x3x3 convolutions fi
 A level is a sorted list of occupied voxels (batch, ix, iy, iz) with one feature row each. The two levels together
 are the field's occupancy grid: :class:`TwoLevelIndex` finds a point's voxel in O(1) (a dense row volume for the
 coarse level, a block of child rows per occupied coarse voxel for the fine level), so empty space costs one gather.
-spconv needs ``ConvAlgo.Native`` on CPU; on CUDA its default
-implicit-GEMM algorithm is used, selected at run time from the features' device.
+The convolutions keep spconv's ``SubMConv3d`` weights (and checkpoints): on CUDA spconv runs them with its
+implicit-GEMM algorithm; on the CPU the compiled kernel of :mod:`distillnerf.submanifold` does, from a neighbour
+table built once per level (spconv's CPU ``Native`` algorithm only where that kernel is not built).
 """
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import dataclass, field
 
@@ -20,6 +22,9 @@ with warnings.catch_warnings():  # spconv 2.3 still uses the deprecated torch.cu
     warnings.simplefilter("ignore", FutureWarning)
     import spconv.pytorch as spconv
 
+from distillnerf import submanifold
+
+log = logging.getLogger(__name__)
 
 #: Levels with at most this many grid cells (over the batch) look voxels up in a dense row table (int32).
 DENSE_LOOKUP_LIMIT = 1 << 23
@@ -61,6 +66,7 @@ class VoxelLevel:
     features: Tensor
     batch_size: int = 0  # 0 = unknown: lookups then use binary search only
     _table: Tensor | None = field(default=None, repr=False, compare=False)
+    _neighbours: "submanifold.Neighbours | None" = field(default=None, repr=False, compare=False)
 
     @staticmethod
     def from_points(batch: Tensor, index: Tensor, values: Tensor, resolution: int, batch_size: int = 0
@@ -96,8 +102,16 @@ class VoxelLevel:
             self._table = table
         return self._table
 
+    def neighbours(self) -> "submanifold.Neighbours":
+        """The submanifold convolution's neighbour table of this level (CPU kernel), built once."""
+        if self._neighbours is None:
+            self._neighbours = submanifold.Neighbours(
+                submanifold.neighbour_table(self.keys, self.indices, self.resolution))
+        return self._neighbours
+
     def with_features(self, features: Tensor) -> "VoxelLevel":
-        return VoxelLevel(self.resolution, self.keys, self.indices, features, self.batch_size, self._table)
+        return VoxelLevel(self.resolution, self.keys, self.indices, features, self.batch_size, self._table,
+                          self._neighbours)
 
 
 class TwoLevelIndex:
@@ -168,6 +182,26 @@ def select_algo(module: nn.Module, device: torch.device) -> None:
             m.algo = algo
 
 
+_fallback_logged = False
+
+
+def uses_cpu_kernel(features: Tensor, widest: int = 0) -> bool:
+    """Whether a level's convolutions (``widest``: their widest input or output) run on the compiled CPU kernel,
+    else on spconv: the kernel wins where channels are few (the `cpu` model: 2.5x on its fine level), spconv's
+    per-offset matrix products where they are many (the `paper` model's 128: the kernel was 1.2x slower)."""
+    global _fallback_logged
+    if features.device.type != "cpu" or features.dtype not in submanifold.KERNEL_DTYPES:
+        return False
+    if widest > submanifold.KERNEL_MAX_CHANNELS:
+        return False
+    if not submanifold.available():
+        if not _fallback_logged:
+            log.warning("%s: sparse convolutions fall back to spconv's slower CPU algorithm", submanifold.KERNEL_ERROR)
+            _fallback_logged = True
+        return False
+    return True
+
+
 class SparseResidualNet(nn.Module):
     """Submanifold 3x3x3 convolutions on one level: in -> hidden (x layers) -> out, with a linear skip."""
 
@@ -180,8 +214,16 @@ class SparseResidualNet(nn.Module):
             for a, b in zip(widths[:-1], widths[1:]))
         self.biases = nn.ParameterList(nn.Parameter(torch.zeros(b)) for b in widths[1:])
         self.skip = nn.Linear(in_channels, out_channels)
+        self.widest = max(widths)
 
     def forward(self, level: VoxelLevel, batch_size: int) -> Tensor:
+        if uses_cpu_kernel(level.features, self.widest):
+            neighbours = level.neighbours()
+            x = level.features
+            for i, (conv, bias) in enumerate(zip(self.convs, self.biases)):
+                y = submanifold.submanifold_conv(x, conv.weight, neighbours) + bias
+                x = torch.relu(y) if i < len(self.convs) - 1 else y
+            return x + self.skip(level.features)
         select_algo(self, level.features.device)
         r = level.resolution
         x = spconv.SparseConvTensor(level.features, level.indices, [r, r, r], batch_size)

@@ -1,0 +1,12 @@
+"""Builds the CPU submanifold-convolution kernel (``distillnerf._submanifold_cpu``) with the package; everything
+else about the distribution is in pyproject.toml. Needs torch at build time: ``pip install --no-build-isolation``
+(``make setup`` does), so the kernel is compiled against the torch it will run with."""
+
+from setuptools import setup
+from torch.utils.cpp_extension import BuildExtension, CppExtension
+
+setup(
+    ext_modules=[CppExtension("distillnerf._submanifold_cpu", ["distillnerf/csrc/submanifold_cpu.cpp"],
+                              extra_compile_args=["-O3"])],
+    cmdclass={"build_ext": BuildExtension},
+)
