@@ -30,6 +30,16 @@ def test_scatter_mean_equals_reference_loop():
         assert torch.allclose(mean, rows.mean(dim=0))
 
 
+def test_scatter_mean_pools_column_blocks_as_if_concatenated():
+    g = torch.Generator().manual_seed(2)
+    keys = torch.randint(0, 50, (500,), generator=g)
+    points = torch.randn(500, 9, generator=g)
+    whole = scatter_mean(keys, torch.cat([points[:, :4], points[:, 8:]], 1))
+    blocks = scatter_mean(keys, points[:, :4], points[:, 8:])  # strided views of one tensor, no copy
+    assert all(torch.equal(a, b) for a, b in zip(whole, blocks))
+    assert blocks[1].shape == (torch.unique(keys).numel(), 5)
+
+
 @pytest.mark.parametrize("dense", [True, False])
 def test_level_lookup_finds_occupied_voxels_only(dense, monkeypatch):
     if not dense:  # force the binary-search path used by large grids

@@ -45,10 +45,10 @@ class DistillNeRF(nn.Module):
         fine_index = quantise(coords, c.fine_resolution)
         coarse_index = fine_index // (c.fine_resolution // c.coarse_resolution)
         level = c.level_channels
-        density = point_features[:, -1:]
-        coarse = VoxelLevel.from_points(batch, coarse_index, torch.cat([point_features[:, :level], density], 1),
+        # column views, not copies: [coarse features | fine features | density] are pooled as blocks
+        coarse = VoxelLevel.from_points(batch, coarse_index, (point_features[:, :level], point_features[:, -1:]),
                                         c.coarse_resolution, batch_size)
-        fine = VoxelLevel.from_points(batch, fine_index, torch.cat([point_features[:, level:2 * level], density], 1),
+        fine = VoxelLevel.from_points(batch, fine_index, point_features[:, level:],
                                       c.fine_resolution, batch_size)
         return SparseVoxelField(coarse, fine, batch_size, c.contraction_radius_xy, c.contraction_radius_z,
                                 c.contraction_alpha)

@@ -16,6 +16,7 @@ import warnings
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 with warnings.catch_warnings():  # spconv 2.3 still uses the deprecated torch.cuda.amp decorators
@@ -48,12 +49,16 @@ def linear_key(batch: Tensor, index: Tensor, resolution: int) -> Tensor:
     return ((batch * r + index[..., 0]) * r + index[..., 1]) * r + index[..., 2]
 
 
-def scatter_mean(keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Mean of ``values`` [P, C] per distinct key -> (sorted unique keys [V], means [V, C], counts [V])."""
-    unique, inverse = torch.unique(keys, sorted=True, return_inverse=True)
-    sums = values.new_zeros(unique.shape[0], values.shape[1]).index_add_(0, inverse, values)
-    counts = torch.bincount(inverse, minlength=unique.shape[0])
-    return unique, sums / counts.clamp_min(1)[:, None].to(values.dtype), counts
+def scatter_mean(keys: Tensor, *values: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Mean of ``values`` [P, C] per distinct key -> (sorted unique keys [V], means [V, C], counts [V]). Several
+    value tensors (column blocks, possibly strided views of one point tensor) are pooled side by side, as if
+    concatenated, without copying them into one."""
+    ordered, order = torch.sort(keys)
+    unique, counts = torch.unique_consecutive(ordered, return_counts=True)
+    # one bag per voxel over the points in key order: a gather-mean with no [P, C] sum buffer or scatter
+    starts = torch.cumsum(counts, 0) - counts
+    means = [F.embedding_bag(order, block, starts, mode="mean") for block in values]
+    return unique, means[0] if len(means) == 1 else torch.cat(means, dim=1), counts
 
 
 @dataclass
@@ -69,10 +74,12 @@ class VoxelLevel:
     _neighbours: "submanifold.Neighbours | None" = field(default=None, repr=False, compare=False)
 
     @staticmethod
-    def from_points(batch: Tensor, index: Tensor, values: Tensor, resolution: int, batch_size: int = 0
-                    ) -> "VoxelLevel":
-        """Pool points (batch [P], voxel index [P,3] from :func:`quantise`, values [P,C]) into their voxels."""
-        keys, features, _ = scatter_mean(linear_key(batch, index, resolution), values)
+    def from_points(batch: Tensor, index: Tensor, values: Tensor | tuple[Tensor, ...], resolution: int,
+                    batch_size: int = 0) -> "VoxelLevel":
+        """Pool points (batch [P], voxel index [P,3] from :func:`quantise`, values [P,C] or column blocks of them)
+        into their voxels."""
+        blocks = values if isinstance(values, tuple) else (values,)
+        keys, features, _ = scatter_mean(linear_key(batch, index, resolution), *blocks)
         return VoxelLevel(resolution, keys, decode_keys(keys, resolution), features, batch_size)
 
     def lookup(self, batch: Tensor, index: Tensor) -> Tensor:
