@@ -1,4 +1,4 @@
-"""Builds the CPU submanifold-convolution kernel (``distillnerf._submanifold_cpu``) with the package; everything
+"""Builds the CPU kernels (``distillnerf._cpu_kernels``: submanifold convolution, inference ray march) with the package; everything
 else about the distribution is in pyproject.toml. Needs torch at build time: ``pip install --no-build-isolation``
 (``make setup`` does), so the kernel is compiled against the torch it will run with."""
 
@@ -6,7 +6,9 @@ from setuptools import setup
 from torch.utils.cpp_extension import BuildExtension, CppExtension
 
 setup(
-    ext_modules=[CppExtension("distillnerf._submanifold_cpu", ["distillnerf/csrc/submanifold_cpu.cpp"],
+    ext_modules=[CppExtension("distillnerf._cpu_kernels",
+                              ["distillnerf/csrc/bindings.cpp", "distillnerf/csrc/submanifold_cpu.cpp",
+                               "distillnerf/csrc/march_cpu.cpp"],
                               extra_compile_args=["-O3"])],
     cmdclass={"build_ext": BuildExtension},
 )

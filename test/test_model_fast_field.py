@@ -1,6 +1,8 @@
 """The O(1) field index and the packed, early-terminating renderer equal the slow reference (test/reference_field.py,
 the implementation they replaced): exactly with early termination off, within the stated bound with it on, on
-hand-built fields and on the shipped checkpoint's field for a real nuScenes frame."""
+hand-built fields and on the shipped checkpoint's field for a real nuScenes frame. Inference renders run both
+marches: the compiled one (csrc/march_cpu.cpp, what CPU inference uses) and the torch one (what training
+differentiates), which also agree with each other sample for sample."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from distillnerf import voxels
+from distillnerf import cpu_kernels, renderer, voxels
 from distillnerf.checkpoint import load_checkpoint, shipped_checkpoint
 from distillnerf.config import load_model_config
 from distillnerf.field import FieldHeads, SparseVoxelField
@@ -63,6 +65,16 @@ def heads() -> FieldHeads:
     return FieldHeads(TINY)
 
 
+@pytest.fixture(params=["compiled", "torch"])
+def march(request, monkeypatch):
+    """Which inference march render_rays takes: the compiled one where it applies, or the torch one."""
+    if request.param == "torch":
+        monkeypatch.setattr(renderer, "_compiled_march_applies", lambda *args: False)
+    else:
+        assert cpu_kernels.available(), cpu_kernels.ERROR
+    return request.param
+
+
 @pytest.mark.parametrize("batch_size", [1, 2])
 @pytest.mark.parametrize("dense_coarse_table", [True, False])
 def test_index_rows_equal_binary_search(batch_size, dense_coarse_table, monkeypatch):
@@ -84,7 +96,7 @@ def test_index_rows_equal_binary_search(batch_size, dense_coarse_table, monkeypa
 
 
 @pytest.mark.parametrize("batch_size", [1, 2])
-def test_render_equals_reference_without_early_termination(batch_size):
+def test_render_equals_reference_without_early_termination(batch_size, march):
     field = random_field(batch_size, seed=5)
     batch, origins, directions, t = random_rays(400, batch_size, 90, seed=6)
     fast = render_rays(heads(), field, batch, origins, directions, t, 120.0, CHANNELS)
@@ -114,7 +126,7 @@ def test_render_gradients_equal_reference():
 
 
 @pytest.mark.parametrize("threshold,chunk", [(1e-4, 24), (1e-3, 7), (1e-2, 0)])
-def test_early_termination_stays_within_its_bound(threshold, chunk):
+def test_early_termination_stays_within_its_bound(threshold, chunk, march):
     field = random_field(1, seed=10)
     batch, origins, directions, t = random_rays(500, 1, 100, seed=11)
     exact = reference_render(field, batch, origins, directions, t, 120.0, CHANNELS)
@@ -129,6 +141,42 @@ def test_early_termination_stays_within_its_bound(threshold, chunk):
         bound = threshold * float(field.decoded[name].abs().max()) + slack
         assert float((exact[name] - early[name]).abs().max()) <= bound, name
     assert float((exact["weights"] - early["weights"]).abs().max()) <= threshold + slack
+
+
+def assert_same_samples(compiled: dict, reference: dict) -> None:
+    """The same composited samples: the torch march lists them chunk by chunk, the compiled one ray by ray, and
+    both in sample order within a ray."""
+    orders = [torch.sort(samples["ray"], stable=True).indices for samples in (compiled, reference)]
+    a, b = ({key: value[order] for key, value in samples.items()} for samples, order in zip((compiled, reference),
+                                                                                           orders))
+    assert torch.equal(a["ray"], b["ray"]) and torch.equal(a["row"], b["row"])
+    assert torch.allclose(a["weight"], b["weight"], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("batch_size,threshold,chunk", [(1, 0.0, 0), (2, 1e-4, 24), (1, 1e-2, 7)])
+def test_compiled_march_equals_the_torch_march(batch_size, threshold, chunk, monkeypatch):
+    """Sample for sample: the same samples composited, from the same rows, with the same weights."""
+    field = random_field(batch_size, seed=20 + batch_size)
+    batch, origins, directions, t = random_rays(600, batch_size, 90, seed=21)
+    assert renderer._compiled_march_applies(field, t, CHANNELS)
+    compiled = render_rays(heads(), field, batch, origins, directions, t, 120.0, CHANNELS, threshold, chunk)
+    monkeypatch.setattr(renderer, "_compiled_march_applies", lambda *args: False)
+    reference = render_rays(heads(), field, batch, origins, directions, t, 120.0, CHANNELS, threshold, chunk)
+    assert_same_samples(compiled["samples"], reference["samples"])
+    for name in ("weights", "opacity", "distance") + CHANNELS:
+        assert torch.allclose(compiled[name], reference[name], atol=1e-5, rtol=1e-5), name
+
+
+def test_march_with_gradients_or_a_searched_coarse_level_stays_in_torch(monkeypatch):
+    field = random_field(1, seed=22)
+    _, _, _, t = random_rays(10, 1, 20, seed=23)
+    assert renderer._compiled_march_applies(field, t, CHANNELS)
+    field.decoded["render"].requires_grad_(True)  # training: the torch march, which autograd can differentiate
+    assert not renderer._compiled_march_applies(field, t, CHANNELS)
+    with torch.no_grad():
+        assert renderer._compiled_march_applies(field, t, CHANNELS)
+    monkeypatch.setattr(voxels, "DENSE_LOOKUP_LIMIT", 0)  # a coarse level too large for a dense row volume
+    assert not renderer._compiled_march_applies(random_field(1, seed=22), t, CHANNELS)
 
 
 def test_queries_equal_reference():
@@ -179,7 +227,7 @@ def shipped_field(request):
     return model, config, captured["field"], captured["rays"], out
 
 
-def test_shipped_checkpoint_renders_a_real_frame_like_the_reference(shipped_field):
+def test_shipped_checkpoint_renders_a_real_frame_like_the_reference(shipped_field, march):
     model, config, field, (batch, origins, directions, t, far), _ = shipped_field
     coarse, fine = field.num_voxels
     assert fine > 20000, "a trained field on a real frame has many occupied voxels"
@@ -239,6 +287,21 @@ def test_fast_render_on_cuda_equals_the_cpu_reference():
                        t.to(cuda), 120.0, CHANNELS)
     for name in ("opacity", "distance") + CHANNELS:
         assert torch.allclose(fast[name].cpu(), slow[name], atol=1e-4, rtol=1e-4), name
+
+
+def test_compiled_march_equals_the_torch_march_on_the_shipped_field(shipped_field, monkeypatch):
+    model, config, field, (batch, origins, directions, t, far), _ = shipped_field
+    args = (model.heads, field, batch, origins, directions, t, far, CHANNELS, config.early_stop_transmittance,
+            config.march_chunk)
+    with torch.no_grad():
+        assert renderer._compiled_march_applies(field, t, CHANNELS)
+        compiled = render_rays(*args)
+        monkeypatch.setattr(renderer, "_compiled_march_applies", lambda *a: False)
+        reference = render_rays(*args)
+    assert compiled["samples"]["row"].numel() > 100_000
+    assert_same_samples(compiled["samples"], reference["samples"])
+    for name in ("weights", "opacity", "distance") + CHANNELS:
+        assert torch.allclose(compiled[name], reference[name], atol=1e-4, rtol=1e-5), name
 
 
 def test_features_read_without_rendering_them_equal_the_full_decode():

@@ -8,7 +8,7 @@ import warnings
 import pytest
 import torch
 
-from distillnerf import submanifold
+from distillnerf import cpu_kernels, submanifold
 from distillnerf.voxels import HierarchicalVoxelConv, SparseResidualNet, VoxelLevel, uses_cpu_kernel
 
 with warnings.catch_warnings():
@@ -17,8 +17,8 @@ with warnings.catch_warnings():
 
 
 def test_kernel_is_built():
-    # make setup / pip install --no-build-isolation -e model compile it; without it the CPU falls back to spconv
-    assert submanifold.available(), submanifold.KERNEL_ERROR
+    # make setup / pip install --no-build-isolation -e model compile it; without it the CPU falls back (slower)
+    assert cpu_kernels.available(), cpu_kernels.ERROR
     assert uses_cpu_kernel(torch.zeros(1, 3), 32)
     assert not uses_cpu_kernel(torch.zeros(1, 3), 128)  # wide layers: spconv is faster there
     assert not uses_cpu_kernel(torch.zeros(1, 3, dtype=torch.bfloat16))  # CPU autocast's dtype goes to spconv
@@ -106,8 +106,7 @@ def test_bad_inputs_are_clear_errors():
     level = random_level(6, 50, 4, 1, seed=5)
     table = level.neighbours().by_voxel
     weight = torch.randn(27, 4, 8)
-    from distillnerf import _submanifold_cpu as kernels
-
+    kernels = cpu_kernels.kernels()
     with pytest.raises(RuntimeError, match="neighbours must be int32"):
         kernels.conv_forward(level.features, weight, table[:-1])
     with pytest.raises(RuntimeError, match="weight must be"):
@@ -128,7 +127,7 @@ def test_residual_net_equals_its_spconv_path(monkeypatch):
     out.square().sum().backward()
     grads = {name: p.grad.clone() for name, p in net.named_parameters()}
     net.zero_grad()
-    monkeypatch.setattr(submanifold, "_kernels", None)  # as where the extension is not built
+    monkeypatch.setattr(cpu_kernels, "_module", None)  # as where the extension is not built
     x_ref = level.features.clone().requires_grad_()
     out_ref = net(level.with_features(x_ref), 2)
     out_ref.square().sum().backward()
@@ -170,7 +169,7 @@ def test_shipped_checkpoint_field_convolves_as_with_spconv(monkeypatch):
     assert fine.keys.numel() > 50_000  # trained depths spread the lift: the field the kernel is for
     with torch.no_grad():
         kernel = model.voxel_conv(coarse, fine, 1)
-        monkeypatch.setattr(submanifold, "_kernels", None)
+        monkeypatch.setattr(cpu_kernels, "_module", None)
         reference = model.voxel_conv(VoxelLevel(coarse.resolution, coarse.keys, coarse.indices, coarse.features, 1),
                                      VoxelLevel(fine.resolution, fine.keys, fine.indices, fine.features, 1), 1)
     for ours, theirs in zip(kernel, reference):

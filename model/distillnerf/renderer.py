@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from distillnerf import cpu_kernels
 from distillnerf.config import ModelConfig
 from distillnerf.field import FieldHeads, SparseVoxelField
 from distillnerf.geometry import contract_components
@@ -66,6 +67,9 @@ def render_rays(heads: FieldHeads, field: SparseVoxelField, batch: Tensor, origi
     r, s = t.shape
     if heads.config.lookup != "nearest":
         return _render_interpolated(heads, field, batch, origins, directions, t, far, channels)
+    if _compiled_march_applies(field, t, channels):
+        return _render_compiled(field, batch, origins, directions, t, far, channels, early_stop_transmittance,
+                                march_chunk)
     chunk = s if early_stop_transmittance <= 0.0 or march_chunk <= 0 else march_chunk
     stop_optical = -math.log(early_stop_transmittance) if early_stop_transmittance > 0.0 else math.inf
     deltas = sample_deltas(t, far)
@@ -147,6 +151,39 @@ def _march_chunk(field: SparseVoxelField, batch: Tensor, origins: Tensor, direct
     flat = rays[local_ray] * s + start + hit % k
     new_carry = carry.index_put((rays,), before + inclusive[:, -1])
     return {"flat": flat, "rows": rows, "weights": weights, "counts": counts, "rays": rays, "carry": new_carry}
+
+
+def _compiled_march_applies(field: SparseVoxelField, t: Tensor, channels: tuple[str, ...]) -> bool:
+    """Inference on the CPU (nothing to differentiate) over a coarse level with a dense row table: the compiled
+    march (``csrc/march_cpu.cpp``) does the same steps in one pass per ray."""
+    tables = [field.decoded["density"]] + [field.decoded[name] for name in channels]
+    if t.device.type != "cpu" or t.dtype != torch.float32 or not cpu_kernels.available():
+        return False
+    if torch.is_grad_enabled() and any(table.requires_grad for table in tables + [t]):
+        return False
+    return all(table.dtype == torch.float32 for table in tables) and field.coarse._dense_rows() is not None
+
+
+def _render_compiled(field: SparseVoxelField, batch: Tensor, origins: Tensor, directions: Tensor, t: Tensor,
+                     far: float, channels: tuple[str, ...], early_stop_transmittance: float, march_chunk: int
+                     ) -> dict[str, Tensor]:
+    r, s = t.shape
+    index = field.index
+    table = torch.cat([field.decoded[name] for name in channels], dim=1) if channels else t.new_zeros(0, 0)
+    weights, rows, opacity, weighted_distance, sums = cpu_kernels.kernels().march(
+        t.contiguous(), sample_deltas(t, far).contiguous(), origins, directions,
+        batch if field.batch_size > 1 else batch.new_zeros(0), field.coarse._dense_rows(), index.blocks,
+        field.decoded["density"], table.contiguous(), field.fine.resolution, index.ratio, field.coarse.keys.numel(),
+        field.empty_row, field.radius_xy, field.radius_z, field.alpha,
+        max(early_stop_transmittance, 0.0), march_chunk if early_stop_transmittance > 0.0 else 0)
+    flat = (rows.reshape(-1) >= 0).nonzero()[:, 0]
+    out = {"weights": weights, "opacity": opacity,
+           "distance": weighted_distance + (1.0 - opacity).clamp_min(0.0) * far,
+           "samples": {"ray": flat // s, "row": rows.reshape(-1)[flat].long(), "weight": weights.reshape(-1)[flat]}}
+    if channels:
+        widths = [field.decoded[name].shape[1] for name in channels]
+        out.update(zip(channels, sums.split(widths, dim=1)))
+    return out
 
 
 def _render_interpolated(heads: FieldHeads, field: SparseVoxelField, batch: Tensor, origins: Tensor,

@@ -3,7 +3,7 @@
 spconv runs the CPU with its ``Native`` algorithm: per kernel offset it gathers the input rows, multiplies and
 scatter-adds, which at the `cpu` model's widths (17 and 32 channels) is bound by memory traffic, and its backward
 is per-offset matrix products of very tall, thin operands. The compiled kernel here
-(``csrc/submanifold_cpu.cpp``, built with the package) works output-stationary from a neighbour table: each voxel
+(``csrc/submanifold_cpu.cpp``, in :mod:`distillnerf.cpu_kernels`) works output-stationary from a neighbour table: each voxel
 gathers its at most 27 neighbours and accumulates in registers; the input gradient is the same gather with the
 kernel mirrored, the weight gradient a register-blocked reduction per offset. Same values as spconv (float
 tolerance, ``test/test_model_submanifold.py``); CUDA keeps spconv's implicit GEMM.
@@ -18,13 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-try:
-    from distillnerf import _submanifold_cpu as _kernels
-    KERNEL_ERROR: str | None = None
-except ImportError as error:  # a source tree whose extension was not built (pip install -e model builds it)
-    _kernels = None
-    KERNEL_ERROR = f"distillnerf._submanifold_cpu is not built ({error}); reinstall with " \
-                   "`pip install --no-build-isolation -e model`"
+from distillnerf import cpu_kernels
 
 #: dtypes the compiled kernel takes (others, such as CPU autocast's bfloat16, go to spconv)
 KERNEL_DTYPES = (torch.float32, torch.float64)
@@ -33,20 +27,10 @@ KERNEL_DTYPES = (torch.float32, torch.float64)
 KERNEL_MAX_CHANNELS = 64
 
 
-def available() -> bool:
-    return _kernels is not None
-
-
-def _require() -> None:
-    if _kernels is None:
-        raise RuntimeError(KERNEL_ERROR)
-
-
 def neighbour_table(keys: Tensor, indices: Tensor, resolution: int) -> Tensor:
     """``[V, 27]`` int32 rows of each voxel's neighbours (-1 = empty) from sorted unique linear keys ``[V]`` and
     their ``(batch, x, y, z)`` indices ``[V, 4]`` int32 on a ``resolution``^3 grid."""
-    _require()
-    return _kernels.neighbour_table(keys.contiguous(), indices.to(torch.int32).contiguous(), int(resolution))
+    return cpu_kernels.kernels().neighbour_table(keys.contiguous(), indices.to(torch.int32).contiguous(), int(resolution))
 
 
 class Neighbours:
@@ -69,7 +53,7 @@ class _SubmanifoldConv(torch.autograd.Function):
     def forward(ctx, features: Tensor, weight: Tensor, neighbours: Neighbours) -> Tensor:
         ctx.save_for_backward(features, weight)
         ctx.neighbours = neighbours
-        return _kernels.conv_forward(features, weight, neighbours.by_voxel)
+        return cpu_kernels.kernels().conv_forward(features, weight, neighbours.by_voxel)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
@@ -80,16 +64,15 @@ class _SubmanifoldConv(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             # voxel i feeds output o = i - d through offset d, i.e. o is i's neighbour at -d (offset 26 - k)
             mirrored = weight.flip(0).transpose(1, 2).contiguous()
-            grad_features = _kernels.conv_forward(grad, mirrored, neighbours.by_voxel)
+            grad_features = cpu_kernels.kernels().conv_forward(grad, mirrored, neighbours.by_voxel)
         if ctx.needs_input_grad[1]:
-            grad_weight = _kernels.conv_backward_weight(features, grad, neighbours.by_offset)
+            grad_weight = cpu_kernels.kernels().conv_backward_weight(features, grad, neighbours.by_offset)
         return grad_features, grad_weight, None
 
 
 def submanifold_conv(features: Tensor, weight: Tensor, neighbours: Neighbours) -> Tensor:
     """``features [V, C_in]`` convolved with spconv-layout ``weight [C_out, 3, 3, 3, C_in]`` over the level's
     ``neighbours`` -> ``[V, C_out]`` (no bias; differentiable in both)."""
-    _require()
     c_out, c_in = weight.shape[0], weight.shape[-1]
     per_offset = weight.permute(1, 2, 3, 4, 0).reshape(27, c_in, c_out)
     return _SubmanifoldConv.apply(features.contiguous(), per_offset.to(features.dtype), neighbours)

@@ -11,7 +11,6 @@ table built once per level (spconv's CPU ``Native`` algorithm only where that ke
 
 from __future__ import annotations
 
-import logging
 import warnings
 from dataclasses import dataclass, field
 
@@ -23,9 +22,7 @@ with warnings.catch_warnings():  # spconv 2.3 still uses the deprecated torch.cu
     warnings.simplefilter("ignore", FutureWarning)
     import spconv.pytorch as spconv
 
-from distillnerf import submanifold
-
-log = logging.getLogger(__name__)
+from distillnerf import cpu_kernels, submanifold
 
 #: Levels with at most this many grid cells (over the batch) look voxels up in a dense row table (int32).
 DENSE_LOOKUP_LIMIT = 1 << 23
@@ -189,24 +186,13 @@ def select_algo(module: nn.Module, device: torch.device) -> None:
             m.algo = algo
 
 
-_fallback_logged = False
-
-
 def uses_cpu_kernel(features: Tensor, widest: int = 0) -> bool:
     """Whether a level's convolutions (``widest``: their widest input or output) run on the compiled CPU kernel,
     else on spconv: the kernel wins where channels are few (the `cpu` model: 2.5x on its fine level), spconv's
     per-offset matrix products where they are many (the `paper` model's 128: the kernel was 1.2x slower)."""
-    global _fallback_logged
     if features.device.type != "cpu" or features.dtype not in submanifold.KERNEL_DTYPES:
         return False
-    if widest > submanifold.KERNEL_MAX_CHANNELS:
-        return False
-    if not submanifold.available():
-        if not _fallback_logged:
-            log.warning("%s: sparse convolutions fall back to spconv's slower CPU algorithm", submanifold.KERNEL_ERROR)
-            _fallback_logged = True
-        return False
-    return True
+    return widest <= submanifold.KERNEL_MAX_CHANNELS and cpu_kernels.available()
 
 
 class SparseResidualNet(nn.Module):

@@ -7,9 +7,8 @@
 //
 // Layouts: features [V, C_in] and grad [V, C_out] row-major; weight [27, C_in, C_out] with kernel offset
 // k = ((dx + 1) * 3 + (dy + 1)) * 3 + (dz + 1); neighbours [V, 27] int32, -1 where the neighbour is empty.
-#include <torch/extension.h>
+#include "kernels.h"
 
-#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -384,12 +383,4 @@ at::Tensor neighbour_table(const at::Tensor& keys_in, const at::Tensor& indices_
     }
   });
   return table;
-}
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "Submanifold 3x3x3 sparse convolution on the CPU (distillnerf.submanifold)";
-  m.def("conv_forward", &conv_forward, "features [V,Ci], weight [27,Ci,Co], neighbours [V,27] int32 -> [V,Co]");
-  m.def("conv_backward_weight", &conv_backward_weight,
-        "features, grad [V,Co], neighbours transposed [27,V] -> [27,Ci,Co]");
-  m.def("neighbour_table", &neighbour_table, "sorted keys [V] int64, indices [V,4] int32, resolution -> [V,27]");
 }
