@@ -9,6 +9,8 @@ setup(
     ext_modules=[CppExtension("distillnerf._cpu_kernels",
                               ["distillnerf/csrc/bindings.cpp", "distillnerf/csrc/submanifold_cpu.cpp",
                                "distillnerf/csrc/march_cpu.cpp"],
-                              extra_compile_args=["-O3"])],
+                              # -fopenmp: at::parallel_for is inline OpenMP where torch is built with it (else it
+                              # runs serially); the libgomp.so.1 it needs resolves to the one torch has loaded
+                              extra_compile_args=["-O3", "-fopenmp"], extra_link_args=["-fopenmp"])],
     cmdclass={"build_ext": BuildExtension},
 )
