@@ -21,12 +21,13 @@ def test_bench_json_runs_on_tiny(capsys):
     assert result["parameters"]["total"] == sum(v for k, v in result["parameters"].items()
                                                 if k not in ("total", "trainable"))
     assert result["voxels"]["fine"] >= result["voxels"]["coarse"] > 0
+    assert result["kernels"].startswith("compiled CPU kernels")  # make setup builds them; the figures depend on it
 
 
 def test_bench_table_and_bad_device(capsys):
     assert main(["bench", "--config", "tiny", "--device", "cpu", "--warmup", "0", "--runs", "1",
                  "--threads", "1"]) == 0
     table = capsys.readouterr().out
-    assert "projection + ray march" in table and "peak memory" in table
+    assert "projection + ray march" in table and "peak memory" in table and "kernels: compiled CPU kernels" in table
     assert main(["bench", "--config", "no-such-config", "--device", "cpu"]) == 1
     assert "no-such-config" in capsys.readouterr().err

@@ -139,9 +139,22 @@ def benchmark(config_name: str, device: str = "auto", warmup: int = 2, runs: int
         "voxels": {"coarse": voxels[0], "fine": voxels[1]},
         "weights": weights,
         "precision": "fp16 autocast" if amp else "fp32",
+        "kernels": kernels_in_use(dev),
         "rendered_features": render_features and config.feature_head,
         "training_step": train_step,
     }
+
+
+def kernels_in_use(device) -> str:
+    """Which implementation the sparse convolutions and the inference march ran on (latency depends on it)."""
+    from distillnerf import cpu_kernels
+
+    if device.type != "cpu":
+        return "spconv implicit GEMM and the torch march on CUDA"
+    if cpu_kernels.available():
+        return ("compiled CPU kernels (distillnerf._cpu_kernels): sparse convolutions up to 64 channels "
+                "(wider: spconv Native), inference march")
+    return f"spconv Native and the torch march: {cpu_kernels.ERROR}"
 
 
 def format_table(result: dict) -> str:
@@ -163,6 +176,7 @@ def format_table(result: dict) -> str:
         lines.append(f"  training step: unavailable ({step['unavailable']})")
     lines.append(f"  weights: {result['weights']}; rendered feature images: "
                  f"{'yes' if result['rendered_features'] else 'no (as the node runs)'}")
+    lines.append(f"  kernels: {result['kernels']}")
     return "\n".join(lines)
 
 
