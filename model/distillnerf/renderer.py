@@ -161,7 +161,7 @@ def _compiled_march_applies(field: SparseVoxelField, t: Tensor, channels: tuple[
         return False
     if torch.is_grad_enabled() and any(table.requires_grad for table in tables + [t]):
         return False
-    return all(table.dtype == torch.float32 for table in tables) and field.coarse._dense_rows() is not None
+    return all(table.dtype == torch.float32 for table in tables) and field.coarse.dense_rows() is not None
 
 
 def _render_compiled(field: SparseVoxelField, batch: Tensor, origins: Tensor, directions: Tensor, t: Tensor,
@@ -172,7 +172,7 @@ def _render_compiled(field: SparseVoxelField, batch: Tensor, origins: Tensor, di
     table = torch.cat([field.decoded[name] for name in channels], dim=1) if channels else t.new_zeros(0, 0)
     weights, rows, opacity, weighted_distance, sums = cpu_kernels.kernels().march(
         t.contiguous(), sample_deltas(t, far).contiguous(), origins, directions,
-        batch if field.batch_size > 1 else batch.new_zeros(0), field.coarse._dense_rows(), index.blocks,
+        batch if field.batch_size > 1 else batch.new_zeros(0), field.coarse.dense_rows(), index.blocks,
         field.decoded["density"], table.contiguous(), field.fine.resolution, index.ratio, field.coarse.keys.numel(),
         field.empty_row, field.radius_xy, field.radius_z, field.alpha,
         max(early_stop_transmittance, 0.0), march_chunk if early_stop_transmittance > 0.0 else 0)

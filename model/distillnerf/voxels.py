@@ -88,13 +88,13 @@ class VoxelLevel:
         dense row table for small grids, a binary search over the sorted keys otherwise."""
         if self.keys.numel() == 0:
             return torch.full(keys.shape, -1, dtype=torch.int32, device=keys.device)
-        table = self._dense_rows()
+        table = self.dense_rows()
         if table is not None:
             return table[keys]
         position = torch.searchsorted(self.keys, keys).clamp_(max=self.keys.numel() - 1)
         return torch.where(self.keys[position] == keys, position, -1).int()
 
-    def _dense_rows(self) -> Tensor | None:
+    def dense_rows(self) -> Tensor | None:
         """Row per linear key over the whole grid (-1 = empty), built once, for grids up to DENSE_LOOKUP_LIMIT
         cells over the batch (needs ``batch_size``)."""
         size = self.batch_size * self.resolution ** 3
@@ -210,21 +210,32 @@ class SparseResidualNet(nn.Module):
         self.widest = max(widths)
 
     def forward(self, level: VoxelLevel, batch_size: int) -> Tensor:
-        if uses_cpu_kernel(level.features, self.widest):
-            neighbours = level.neighbours()
-            x = level.features
-            for i, (conv, bias) in enumerate(zip(self.convs, self.biases)):
-                y = submanifold.submanifold_conv(x, conv.weight, neighbours) + bias
-                x = torch.relu(y) if i < len(self.convs) - 1 else y
-            return x + self.skip(level.features)
+        convolve = self._compiled(level) if uses_cpu_kernel(level.features, self.widest) else \
+            self._spconv(level, batch_size)
+        x = level.features
+        for i, (conv, bias) in enumerate(zip(self.convs, self.biases)):
+            y = convolve(conv, x) + bias
+            x = torch.relu(y) if i < len(self.convs) - 1 else y
+        return x + self.skip(level.features)
+
+    @staticmethod
+    def _compiled(level: VoxelLevel):
+        """Layers on the CPU kernel, over the level's neighbour table (built once, shared by every layer)."""
+        neighbours = level.neighbours()
+        return lambda conv, features: submanifold.submanifold_conv(features, conv.weight, neighbours)
+
+    def _spconv(self, level: VoxelLevel, batch_size: int):
+        """Layers on spconv; the sparse tensor carries its rulebook (``indice_key``) from layer to layer."""
         select_algo(self, level.features.device)
         r = level.resolution
-        x = spconv.SparseConvTensor(level.features, level.indices, [r, r, r], batch_size)
-        for i, (conv, bias) in enumerate(zip(self.convs, self.biases)):
-            x = conv(x)
-            y = x.features + bias
-            x = x.replace_feature(torch.relu(y) if i < len(self.convs) - 1 else y)
-        return x.features + self.skip(level.features)
+        state = spconv.SparseConvTensor(level.features, level.indices, [r, r, r], batch_size)
+
+        def convolve(conv, features: Tensor) -> Tensor:
+            nonlocal state
+            state = conv(state.replace_feature(features))
+            return state.features
+
+        return convolve
 
 
 class HierarchicalVoxelConv(nn.Module):
