@@ -12,11 +12,14 @@ def test_bench_json_runs_on_tiny(capsys):
                  "--threads", "1"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["config"] == "tiny" and result["device"] == "cpu" and result["cameras"] == 6
-    assert set(result["rows"]) == {"single-view encoding", "multi-view fusion", "voxel convolution",
-                                   "projection + ray march", "decoder", "total"}
+    table7 = ["single-view encoding", "multi-view fusion", "voxel convolution", "projection + ray march", "decoder"]
+    assert list(result["rows"]) == table7 + ["model (Table 7 total)", "occupancy + semantics", "total"]
     assert all(ms > 0 for ms in result["rows"].values())
-    stages = sum(result["rows"][k] for k in result["rows"] if k != "total")
-    assert result["rows"]["total"] >= 0.99 * stages
+    # the total is the node's whole frame: the model's stages, then the Occ3D queries it publishes
+    model = result["rows"]["model (Table 7 total)"]
+    assert abs(model - sum(result["rows"][k] for k in table7)) <= 0.5 * model  # medians of sums vs sums of medians
+    assert result["rows"]["total"] >= 0.99 * min(model + result["rows"]["occupancy + semantics"],
+                                                 sum(result["rows"][k] for k in table7))
     assert result["peak_memory_mb"] > 10
     assert result["parameters"]["total"] == sum(v for k, v in result["parameters"].items()
                                                 if k not in ("total", "trainable"))

@@ -37,6 +37,21 @@ def test_rays_invert_projection(rig_tensors):
     assert float(z_per_distance.max()) <= 1.0 and float(z_per_distance[:, 0, 0].max()) < 0.9
 
 
+def test_shared_points_project_as_per_camera_points(rig_tensors):
+    k, e = rig_tensors
+    points = torch.randn(500, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 20.0
+    uv, z = project_points(points, k, e)  # one point set for all six cameras
+    uv_each, z_each = project_points(points.expand(6, -1, -1), k, e)
+    assert uv.shape == (6, 500, 2) and z.shape == (6, 500)
+    assert torch.allclose(uv, uv_each) and torch.allclose(z, z_each)
+    # against the textbook form: camera coordinates, then the intrinsics, then the division by z
+    cam = torch.einsum("nij,mj->nmi", torch.linalg.inv(e)[:, :3, :3], points) + torch.linalg.inv(e)[:, None, :3, 3]
+    pix = torch.einsum("nij,nmj->nmi", k, cam)
+    front = cam[..., 2] > 0.1
+    assert torch.allclose(z, cam[..., 2])
+    assert torch.allclose(uv[front], (pix[..., :2] / pix[..., 2:])[front])
+
+
 def test_scale_intrinsics_pixel_edge_convention():
     k = torch.tensor([[100.0, 0, 50.0], [0, 100.0, 25.0], [0, 0, 1]])
     half = scale_intrinsics(k, 0.5, 0.5)

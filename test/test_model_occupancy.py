@@ -40,6 +40,7 @@ def test_semantic_labels_pick_the_most_similar_class():
 
 def test_surface_offset_gives_visibility_and_free_space():
     from distillnerf.occupancy import occupied_voxels
+    from distillnerf.visibility import ImageProjection, surface_offset
 
     p = Perception.from_config("tiny", device="cpu", seed=0)
     rig = load_rig("nuscenes").resized(32, 18)
@@ -53,7 +54,7 @@ def test_surface_offset_gives_visibility_and_free_space():
     above = [0.0, 0.0, 60.0]              # straight up: in no camera's image
     points = torch.tensor([ahead_near, ahead_surface, ahead_far, above])
     valid = torch.ones(6, dtype=torch.bool)
-    offset = p._surface_offset(points, depth, k, e, valid)
+    offset = surface_offset(ImageProjection.of(points, k, e, (18, 32)), depth, valid)
     np.testing.assert_allclose(offset[:3].numpy(), [-10.0, 0.2, 10.0], atol=0.05)
     assert torch.isinf(offset[3])
     visible = offset <= p.config.visibility_margin
@@ -64,7 +65,7 @@ def test_surface_offset_gives_visibility_and_free_space():
     assert occupied_voxels(dense, offset, 0.5, free_space_margin=0.4).tolist() == [False, True, True, True]
     assert occupied_voxels(dense * 0.3, offset, 0.5, free_space_margin=0.4).tolist() == [False] * 4
     valid[front] = False  # the front camera dropped: nothing else looks straight ahead
-    offset = p._surface_offset(points, depth, k, e, valid)
+    offset = surface_offset(ImageProjection.of(points, k, e, (18, 32)), depth, valid)
     assert torch.isinf(offset).all()
     assert occupied_voxels(dense, offset, 0.5, free_space_margin=0.4).all()  # unseen space is never carved
 
@@ -119,7 +120,8 @@ def test_with_a_threshold_the_surface_point_is_the_highest_sub_sample_above_it()
 def test_surface_offset_reads_depth_between_pixel_centres():
     # ground seen at a grazing angle: depth grows row by row, so a point between two rows' centres must be compared
     # with the depth interpolated there, not with the depth of the row it falls in
-    p = Perception.from_config("tiny", device="cpu", seed=0)
+    from distillnerf.visibility import ImageProjection, surface_offset
+
     k = torch.tensor([[[10.0, 0.0, 4.0], [0.0, 10.0, 4.0], [0.0, 0.0, 1.0]]])
     e = torch.eye(4)[None]  # camera frame = ego frame: z is depth
     rows = torch.arange(8, dtype=torch.float32)
@@ -127,6 +129,34 @@ def test_surface_offset_reads_depth_between_pixel_centres():
     # a point at v = 3.0: in pixel row 3, halfway between the centres of rows 2 (v = 2.5) and 3 (v = 3.5)
     z = 25.0
     points = torch.tensor([[0.0, (3.0 - 4.0) * z / 10.0, z]])
-    offset = p._surface_offset(points, depth, k, e, torch.ones(1, dtype=torch.bool))
+    offset = surface_offset(ImageProjection.of(points, k, e, (8, 8)), depth, torch.ones(1, dtype=torch.bool))
     # interpolated depth at v = 3.0: halfway between 24 (row 2) and 26 (row 3) = 25 m: the point is on the surface
     np.testing.assert_allclose(offset.numpy(), [0.0], atol=1e-4)
+
+
+def test_grid_projection_is_kept_while_the_calibration_is_unchanged():
+    from distillnerf.visibility import GridProjection, ImageProjection, surface_offset
+
+    rig = load_rig("nuscenes").resized(32, 18)
+    k = torch.tensor(np.stack([c.intrinsics for c in rig.cameras]), dtype=torch.float32)
+    e = torch.tensor(np.stack([c.cam_to_ego for c in rig.cameras]), dtype=torch.float32)
+    points = torch.randn(300, 3, generator=torch.Generator().manual_seed(0)) * 15.0
+    cache = GridProjection(points)
+    first = cache(k, e, (18, 32))
+    assert cache(k.clone(), e.clone(), (18, 32)) is first  # equal calibration: the stored projection
+    moved = e.clone()
+    moved[:, 0, 3] += 0.5  # the rig recalibrated: projected again, as a fresh projection would be
+    second = cache(k, moved, (18, 32))
+    fresh = ImageProjection.of(points, k, moved, (18, 32))
+    assert second is not first and torch.equal(second.grid, fresh.grid) and torch.equal(second.z, fresh.z)
+    assert cache(k, moved, (9, 16)) is not second  # another depth size: other normalised positions
+    depth = torch.rand(6, 18, 32) * 30.0 + 1.0
+    valid = torch.ones(6, dtype=torch.bool)
+    valid[2] = False
+    offset = surface_offset(cache(k, e, (18, 32)), depth, valid)
+    # the same minimum, camera by camera, without the dropped camera
+    each = torch.stack([surface_offset(ImageProjection.of(points, k[i:i + 1], e[i:i + 1], (18, 32)), depth[i:i + 1],
+                                       torch.ones(1, dtype=torch.bool)) for i in range(6) if i != 2])
+    assert torch.equal(torch.isinf(offset), torch.isinf(each.amin(dim=0)))
+    assert torch.allclose(offset, each.amin(dim=0), atol=1e-4)
+    assert torch.isinf(surface_offset(first, depth, torch.zeros(6, dtype=torch.bool))).all()

@@ -15,12 +15,13 @@ import torch
 import torch.nn.functional as F
 
 from distillnerf.config import ModelConfig, load_model_config
-from distillnerf.geometry import project_points, scale_intrinsics
+from distillnerf.geometry import scale_intrinsics
 from distillnerf.model import DistillNeRF
 from distillnerf.occupancy import (FREE_LABEL, OCC3D_CLASSES, OccGridSpec, occupancy_and_surface, occupied_voxels,
                                   semantic_labels)
 from distillnerf.relevance import relevance, scores
 from distillnerf.timing import StageTimer
+from distillnerf.visibility import GridProjection, surface_offset
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,8 @@ class Perception:
                                            device=self.device)
         self._relevance: tuple[list[str], float] | None = None
         self._last: PerceptionResult | None = None
+        # the grid's voxel centres in the cameras: constant while the rig's calibration is
+        self._grid_projection = GridProjection(grid.centres(self.device))
         self._restore_text_encoder()
 
     # -- construction -------------------------------------------------------------------------------------------
@@ -185,8 +188,9 @@ class Perception:
             centres = self.grid.centres(self.device).reshape(*self.grid.size, 3)
             valid_cams = valid_t[0] if valid_t is not None else torch.ones(k_t.shape[1], dtype=torch.bool,
                                                                             device=self.device)
-            offset = self._surface_offset(centres.reshape(-1, 3), out["depth"][0], out["render_intrinsics"][0],
-                                          e_t[0], valid_cams).reshape(self.grid.size)
+            depth = out["depth"][0]
+            projection = self._grid_projection(out["render_intrinsics"][0], e_t[0], tuple(depth.shape[-2:]))
+            offset = surface_offset(projection, depth, valid_cams).reshape(self.grid.size)
             occupied = occupied_voxels(prob, offset, threshold, self.config.free_space_margin)
             voxel_centers = centres[occupied]
             if self.config.feature_head and voxel_centers.shape[0]:
@@ -215,25 +219,6 @@ class Perception:
         result = PerceptionResult(**arrays, timings_ms=timer.result())
         self._last = result
         return result
-
-    @staticmethod
-    def _surface_offset(points, depth, intrinsics, cam_to_ego, valid) -> torch.Tensor:
-        """[P] metres each point lies behind the rendered depth of the cameras it projects into (inside the image,
-        in front of the camera), the least over them; +inf for points no valid camera sees. A point is
-        camera-visible when the offset is at most ``visibility_margin`` (not hidden behind a surface).
-
-        The depth is read bilinearly at the point's sub-pixel position, not at the pixel it falls in: on ground
-        seen at a grazing angle one render pixel spans metres of range (about 11 m at 40 m), and the pixel's own
-        depth would carve or hide voxels of the very surface it sees."""
-        n, h, w = depth.shape
-        uv, z = project_points(points[None].expand(n, -1, -1), intrinsics, cam_to_ego)
-        seen = (z > 0.1) & (uv[..., 0] >= 0) & (uv[..., 0] < w) & (uv[..., 1] >= 0) & (uv[..., 1] < h)
-        seen &= valid.to(torch.bool)[:, None]
-        # pixel u covers [u, u+1): align_corners=False puts pixel centres at u + 0.5, as that convention needs
-        grid = torch.stack([uv[..., 0] * (2.0 / w) - 1.0, uv[..., 1] * (2.0 / h) - 1.0], dim=-1)[:, None]
-        surface = F.grid_sample(depth[:, None].float(), grid.float(), mode="bilinear", padding_mode="border",
-                                align_corners=False)[:, 0, 0]
-        return torch.where(seen, z - surface, torch.full_like(z, float("inf"))).amin(dim=0)
 
     # -- open vocabulary ----------------------------------------------------------------------------------------
     def set_text_encoder(self, encoder, reducer) -> None:

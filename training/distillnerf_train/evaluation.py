@@ -126,7 +126,7 @@ def outside_views(grid: OccGridSpec, intrinsics: np.ndarray, cam_to_ego: np.ndar
     centres = grid.centres("cpu")
     k = torch.as_tensor(np.asarray(intrinsics), dtype=torch.float32)
     e = torch.as_tensor(np.asarray(cam_to_ego), dtype=torch.float32)
-    uv, z = project_points(centres[None].expand(k.shape[0], -1, -1), k, e)
+    uv, z = project_points(centres, k, e)
     w, h = size
     seen = ((z > 0.1) & (uv[..., 0] >= 0) & (uv[..., 0] < w) & (uv[..., 1] >= 0) & (uv[..., 1] < h)).any(0)
     return (~seen).reshape(grid.size).numpy()

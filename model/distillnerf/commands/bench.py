@@ -1,5 +1,6 @@
-"""``distillnerf bench``: per-stage latency of one 6-camera frame (the paper's Table 7 rows), peak memory, parameter
-counts, the sparse field's voxel counts and, where the training package is installed, one training step.
+"""``distillnerf bench``: per-stage latency of one 6-camera frame as the node runs it (``Perception.infer``: the
+paper's Table 7 rows, then the Occ3D grid's occupancy and semantics), peak memory, parameter counts, the sparse
+field's voxel counts and, where the training package is installed, one training step.
 
 Measures what users run: the checkpoint shipped for the config (``checkpoints/<config>.pt``) by default. Latency
 depends on the weights: trained depths spread the lifted points over many more voxels than random weights do, so
@@ -19,8 +20,10 @@ TABLE7_ROWS = (
     ("voxel convolution", "voxel_conv"),
     ("projection + ray march", "render"),
     ("decoder", "decode"),
-    ("total", "total"),
 )
+#: What the node runs after the model (Perception.infer): the Occ3D grid's occupancy, visibility and semantics;
+#: the total is the node's whole frame, input conversion included.
+ROWS = TABLE7_ROWS + (("model (Table 7 total)", "model"), ("occupancy + semantics", "queries"), ("total", "total"))
 
 
 def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
@@ -75,9 +78,8 @@ def benchmark(config_name: str, device: str = "auto", warmup: int = 2, runs: int
 
     from distillnerf.config import load_model_config
     from distillnerf.model import DistillNeRF
-    from distillnerf.perception import resolve_device
+    from distillnerf.perception import Perception, resolve_device
     from distillnerf.rig import load_rig
-    from distillnerf.timing import StageTimer
 
     from distillnerf.checkpoint import load_checkpoint, shipped_checkpoint
 
@@ -88,34 +90,36 @@ def benchmark(config_name: str, device: str = "auto", warmup: int = 2, runs: int
         shipped = shipped_checkpoint(config_name)
         checkpoint = str(shipped) if shipped else None
     if checkpoint and not random_weights:
-        model, config, _ = load_checkpoint(checkpoint, map_location=dev)
+        perception = Perception.from_checkpoint(checkpoint, device=str(dev))
         weights = f"checkpoint {checkpoint}"
     else:
         config = load_model_config(config_name)
         torch.manual_seed(seed)
-        model = DistillNeRF(config).to(dev)
+        perception = Perception(DistillNeRF(config), config, dev)
         weights = f"random weights (seed {seed}): fewer voxels than trained weights, not what users run"
-    model.eval()
+    perception.render_features = render_features
+    model, config = perception.model, perception.config
     width, height = config.input_size
     rig = load_rig("nuscenes").resized(width, height)
     cams = [rig.camera(name) for name in config.camera_names]
     generator = torch.Generator().manual_seed(seed)
-    images = torch.rand(1, len(cams), 3, height, width, generator=generator).to(dev)
-    intrinsics = torch.tensor(np.stack([c.intrinsics for c in cams]), dtype=torch.float32)[None].to(dev)
-    cam_to_ego = torch.tensor(np.stack([c.cam_to_ego for c in cams]), dtype=torch.float32)[None].to(dev)
+    images = torch.rand(len(cams), height, width, 3, generator=generator).mul(255.0).round().to(torch.uint8).numpy()
+    intrinsics = np.stack([c.intrinsics for c in cams]).astype(np.float32)
+    cam_to_ego = np.stack([c.cam_to_ego for c in cams]).astype(np.float32)
+    with torch.inference_mode():  # the field's size, untimed (the node's path does not return the field)
+        inputs = perception._prepare(list(images), intrinsics, cam_to_ego, None)
+        voxels = model(*inputs)["field"].num_voxels
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     samples: list[dict[str, float]] = []
-    voxels = (0, 0)
-    with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.float16, enabled=amp):
+    with torch.autocast(dev.type, dtype=torch.float16, enabled=amp):
         for i in range(warmup + runs):
-            timer = StageTimer(dev)
-            out = model(images, intrinsics, cam_to_ego, timer=timer, render_features=render_features)
-            timings = timer.result()
-            voxels = out["field"].num_voxels
+            timings = perception.infer(list(images), intrinsics, cam_to_ego).timings_ms
             if i >= warmup:
                 samples.append(timings)
-    stages = {key: statistics.median(s[key] for s in samples) for _, key in TABLE7_ROWS}
+    for timings in samples:
+        timings["model"] = sum(timings[key] for _, key in TABLE7_ROWS)
+    stages = {key: statistics.median(s[key] for s in samples) for _, key in ROWS}
     train_step = None
     if train_runs > 0:
         plugins = training_step_plugins()
@@ -132,7 +136,7 @@ def benchmark(config_name: str, device: str = "auto", warmup: int = 2, runs: int
         "warmup": warmup,
         "runs": runs,
         "median_ms": stages,
-        "rows": {row: stages[key] for row, key in TABLE7_ROWS},
+        "rows": {row: stages[key] for row, key in ROWS},
         "peak_memory_mb": peak_memory_mb(dev),
         "peak_memory_kind": "cuda max_memory_allocated" if dev.type == "cuda" else "process peak RSS",
         "parameters": model.parameter_counts(),
