@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from distillnerf import voxels
-from distillnerf.voxels import (HierarchicalVoxelConv, SparseResidualNet, VoxelLevel, decode_keys, linear_key,
-                                quantise, scatter_mean, voxel_centres)
+from distillnerf.voxels import (HierarchicalVoxelConv, LiftedPoints, SparseResidualNet, VoxelLevel, decode_keys,
+                                linear_key, pool_lifted, quantise, scatter_mean, voxel_centres)
 
 
 def test_quantise_and_centres_round_trip():
@@ -38,6 +38,31 @@ def test_scatter_mean_pools_column_blocks_as_if_concatenated():
     blocks = scatter_mean(keys, points[:, :4], points[:, 8:])  # strided views of one tensor, no copy
     assert all(torch.equal(a, b) for a, b in zip(whole, blocks))
     assert blocks[1].shape == (torch.unique(keys).numel(), 5)
+
+
+def test_lifted_points_pool_as_their_materialised_features():
+    # the lift's pooling reads each point's pixel row instead of building probability x feature per point: the
+    # means and every gradient equal the mean of the materialised [P, C] products
+    g = torch.Generator().manual_seed(3)
+    pixels, k, channels = 40, 5, 8
+    table = torch.randn(pixels, 2 * channels, generator=g, dtype=torch.float64, requires_grad=True)
+    probability = torch.rand(pixels * k, generator=g, dtype=torch.float64, requires_grad=True)
+    density = torch.randn(pixels * k, generator=g, dtype=torch.float64, requires_grad=True)
+    pixel = torch.arange(pixels).repeat_interleave(k)  # a pixel's candidates are adjacent, as the model lifts them
+    keys = torch.randint(0, 30, (pixels * k,), generator=g)
+    lifted = LiftedPoints(torch.zeros(pixels * k, 3), torch.zeros(pixels * k, dtype=torch.long), probability, density,
+                          pixel, table)
+    columns = slice(channels, 2 * channels)  # a strided column view of the table, as the fine level reads it
+    unique, pooled = pool_lifted(keys, lifted, columns)
+    materialised = torch.cat([probability[:, None] * table[pixel][:, columns], density[:, None]], dim=1)
+    unique_ref, reference, _ = scatter_mean(keys, materialised)
+    assert torch.equal(unique, unique_ref) and pooled.shape == (unique.numel(), channels + 1)
+    assert torch.allclose(pooled, reference)
+    weights = torch.randn(pooled.shape, generator=g, dtype=torch.float64)
+    grads = torch.autograd.grad((pooled * weights).sum(), (table, probability, density))
+    grads_ref = torch.autograd.grad((reference * weights).sum(), (table, probability, density))
+    assert all(torch.allclose(a, b) for a, b in zip(grads, grads_ref))
+    assert grads[0][:, :channels].abs().max() == 0  # the other level's columns get nothing
 
 
 @pytest.mark.parametrize("dense", [True, False])

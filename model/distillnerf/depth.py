@@ -101,10 +101,8 @@ class DepthHeads(nn.Module):
         return self.feature_head(features).permute(0, 2, 3, 1).contiguous()  # [B',h,w,2*level_channels]
 
 
-def lift(origins: Tensor, directions: Tensor, candidates: Tensor, probability: Tensor, density_logit: Tensor,
-         image_features: Tensor) -> tuple[Tensor, Tensor]:
-    """Lift every candidate to a 3D point: positions [..., K, 3] and point features [..., K, C+1]
-    (probability x image feature, then the density logit)."""
-    points = origins[..., None, :] + directions[..., None, :] * candidates[..., None]
-    weighted = probability[..., None] * image_features[..., None, :]
-    return points, torch.cat([weighted, density_logit[..., None]], dim=-1)
+def lift_points(origins: Tensor, directions: Tensor, candidates: Tensor) -> Tensor:
+    """Every candidate as a 3D point [..., K, 3]: origin + direction x candidate distance. Its features
+    (probability x the pixel's image feature, and its density logit) stay per pixel until pooling
+    (:class:`distillnerf.voxels.LiftedPoints`)."""
+    return origins[..., None, :] + directions[..., None, :] * candidates[..., None]

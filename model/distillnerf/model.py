@@ -12,14 +12,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distillnerf.config import ModelConfig
-from distillnerf.depth import DepthHeads, lift
+from distillnerf.depth import DepthHeads, lift_points
 from distillnerf.decoder import RGBDecoder
 from distillnerf.encoders import ImageEncoder
 from distillnerf.field import FieldHeads, SparseVoxelField
 from distillnerf.geometry import contract, pixel_rays, scale_intrinsics
 from distillnerf.renderer import ray_samples, render_rays
 from distillnerf.timing import NullTimer
-from distillnerf.voxels import HierarchicalVoxelConv, VoxelLevel, quantise
+from distillnerf.voxels import HierarchicalVoxelConv, LiftedPoints, VoxelLevel, quantise
 
 
 class DistillNeRF(nn.Module):
@@ -38,18 +38,16 @@ class DistillNeRF(nn.Module):
         self.decoder = RGBDecoder(config)
 
     # -- stages -------------------------------------------------------------------------------------------------
-    def build_field(self, points: Tensor, point_features: Tensor, batch: Tensor, batch_size: int) -> SparseVoxelField:
-        """Pool lifted points (ego [P,3], features [P, 2L+1], batch [P]) into the two sparse levels."""
+    def build_field(self, lifted: LiftedPoints, batch_size: int) -> SparseVoxelField:
+        """Pool lifted depth candidates into the two sparse levels: the coarse level takes the pixel features'
+        first ``level_channels``, the fine level the rest, each weighted by probability, then the density logit."""
         c = self.config
-        coords = self.field_contract(points)
+        coords = self.field_contract(lifted.points)
         fine_index = quantise(coords, c.fine_resolution)
         coarse_index = fine_index // (c.fine_resolution // c.coarse_resolution)
         level = c.level_channels
-        # column views, not copies: [coarse features | fine features | density] are pooled as blocks
-        coarse = VoxelLevel.from_points(batch, coarse_index, (point_features[:, :level], point_features[:, -1:]),
-                                        c.coarse_resolution, batch_size)
-        fine = VoxelLevel.from_points(batch, fine_index, point_features[:, level:],
-                                      c.fine_resolution, batch_size)
+        coarse = VoxelLevel.from_lifted(lifted, coarse_index, slice(0, level), c.coarse_resolution, batch_size)
+        fine = VoxelLevel.from_lifted(lifted, fine_index, slice(level, 2 * level), c.fine_resolution, batch_size)
         return SparseVoxelField(coarse, fine, batch_size, c.contraction_radius_xy, c.contraction_radius_z,
                                 c.contraction_alpha)
 
@@ -81,15 +79,20 @@ class DistillNeRF(nn.Module):
             image_features = self.depth.image_features(features)
 
         with timer.stage("fusion"):
-            points, point_features = lift(origins, directions, candidates, probability, density_logit, image_features)
             k = candidates.shape[-1]
-            point_batch = camera_batch[:, None].expand(bn, fh * fw * k)
-            points, point_features = points.reshape(bn, -1, 3), point_features.reshape(bn, fh * fw * k, -1)
+            per_camera = fh * fw * k
+            points = lift_points(origins, directions, candidates).reshape(bn, per_camera, 3)
+            point_batch = camera_batch[:, None].expand(bn, per_camera)
+            # point -> its pixel's row in the [BN*h*w, C] feature table (the K candidates of a pixel are adjacent)
+            pixel = torch.arange(bn * fh * fw, device=images.device).repeat_interleave(k).reshape(bn, per_camera)
+            probability, density_logit = probability.reshape(bn, per_camera), density_logit.reshape(bn, per_camera)
             if camera_valid is not None:
                 keep = camera_valid.reshape(bn).to(torch.bool)
-                points, point_features, point_batch = points[keep], point_features[keep], point_batch[keep]
-            field = self.build_field(points.reshape(-1, 3), point_features.reshape(-1, point_features.shape[-1]),
-                                     point_batch.reshape(-1), b)
+                points, point_batch, pixel = points[keep], point_batch[keep], pixel[keep]
+                probability, density_logit = probability[keep], density_logit[keep]
+            lifted = LiftedPoints(points.reshape(-1, 3), point_batch.reshape(-1), probability.reshape(-1),
+                                  density_logit.reshape(-1), pixel.reshape(-1), image_features.reshape(bn * fh * fw, -1))
+            field = self.build_field(lifted, b)
 
         with timer.stage("voxel_conv"):
             field.coarse, field.fine = self.voxel_conv(field.coarse, field.fine, b)

@@ -58,6 +58,35 @@ def scatter_mean(keys: Tensor, *values: Tensor) -> tuple[Tensor, Tensor, Tensor]
     return unique, means[0] if len(means) == 1 else torch.cat(means, dim=1), counts
 
 
+@dataclass(frozen=True)
+class LiftedPoints:
+    """Depth candidates lifted to 3D, their features kept per pixel: point i carries ``probability[i]`` x
+    ``table[pixel[i]]`` and ``density_logit[i]``. A pixel's K candidates share its feature row, so the [P, C]
+    products are never built: pooling reads the table through ``pixel``."""
+
+    points: Tensor  # [P, 3] ego metres
+    batch: Tensor  # [P] batch entry
+    probability: Tensor  # [P]
+    density_logit: Tensor  # [P]
+    pixel: Tensor  # [P] row of ``table``
+    table: Tensor  # [pixels, C] image features (column views select a level's channels)
+
+
+def pool_lifted(keys: Tensor, lifted: LiftedPoints, columns: slice) -> tuple[Tensor, Tensor]:
+    """Per distinct key: the mean over its points of probability x the pixel feature's ``columns``, then the mean
+    density logit -> (sorted unique keys [V], features [V, C + 1]). The feature mean is one weighted
+    ``embedding_bag`` sum over the pixel table (weights probability / the voxel's point count), so neither the
+    forward nor the backward touches a [P, C] tensor."""
+    ordered, order = torch.sort(keys)
+    unique, counts = torch.unique_consecutive(ordered, return_counts=True)
+    starts = torch.cumsum(counts, 0) - counts
+    share = lifted.probability[order] / counts.repeat_interleave(counts).to(lifted.probability.dtype)
+    features = F.embedding_bag(lifted.pixel[order], lifted.table[:, columns], starts, mode="sum",
+                               per_sample_weights=share)
+    density = F.embedding_bag(order, lifted.density_logit[:, None], starts, mode="mean")
+    return unique, torch.cat([features, density], dim=1)
+
+
 @dataclass
 class VoxelLevel:
     """One sparse level: ``keys`` sorted, ``indices`` [V, 4] int32 (batch, ix, iy, iz), ``features`` [V, C]."""
@@ -77,6 +106,14 @@ class VoxelLevel:
         into their voxels."""
         blocks = values if isinstance(values, tuple) else (values,)
         keys, features, _ = scatter_mean(linear_key(batch, index, resolution), *blocks)
+        return VoxelLevel(resolution, keys, decode_keys(keys, resolution), features, batch_size)
+
+    @staticmethod
+    def from_lifted(lifted: LiftedPoints, index: Tensor, columns: slice, resolution: int, batch_size: int = 0
+                    ) -> "VoxelLevel":
+        """Pool lifted depth candidates (voxel index [P,3] from :func:`quantise`) into their voxels: the table's
+        ``columns`` weighted by probability, then the density logit (:func:`pool_lifted`)."""
+        keys, features = pool_lifted(linear_key(lifted.batch, index, resolution), lifted, columns)
         return VoxelLevel(resolution, keys, decode_keys(keys, resolution), features, batch_size)
 
     def lookup(self, batch: Tensor, index: Tensor) -> Tensor:
