@@ -46,14 +46,20 @@ def linear_key(batch: Tensor, index: Tensor, resolution: int) -> Tensor:
     return ((batch * r + index[..., 0]) * r + index[..., 1]) * r + index[..., 2]
 
 
+def key_segments(keys: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Points grouped by key: (sorted unique keys [V], the points in key order [P], points per key [V], where each
+    key's run starts in that order [V]), the bags of the pooling ``embedding_bag`` calls."""
+    ordered, order = torch.sort(keys)
+    unique, counts = torch.unique_consecutive(ordered, return_counts=True)
+    return unique, order, counts, torch.cumsum(counts, 0) - counts
+
+
 def scatter_mean(keys: Tensor, *values: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Mean of ``values`` [P, C] per distinct key -> (sorted unique keys [V], means [V, C], counts [V]). Several
     value tensors (column blocks, possibly strided views of one point tensor) are pooled side by side, as if
     concatenated, without copying them into one."""
-    ordered, order = torch.sort(keys)
-    unique, counts = torch.unique_consecutive(ordered, return_counts=True)
+    unique, order, counts, starts = key_segments(keys)
     # one bag per voxel over the points in key order: a gather-mean with no [P, C] sum buffer or scatter
-    starts = torch.cumsum(counts, 0) - counts
     means = [F.embedding_bag(order, block, starts, mode="mean") for block in values]
     return unique, means[0] if len(means) == 1 else torch.cat(means, dim=1), counts
 
@@ -77,9 +83,7 @@ def pool_lifted(keys: Tensor, lifted: LiftedPoints, columns: slice) -> tuple[Ten
     density logit -> (sorted unique keys [V], features [V, C + 1]). The feature mean is one weighted
     ``embedding_bag`` sum over the pixel table (weights probability / the voxel's point count), so neither the
     forward nor the backward touches a [P, C] tensor."""
-    ordered, order = torch.sort(keys)
-    unique, counts = torch.unique_consecutive(ordered, return_counts=True)
-    starts = torch.cumsum(counts, 0) - counts
+    unique, order, counts, starts = key_segments(keys)
     share = lifted.probability[order] / counts.repeat_interleave(counts).to(lifted.probability.dtype)
     features = F.embedding_bag(lifted.pixel[order], lifted.table[:, columns], starts, mode="sum",
                                per_sample_weights=share)
@@ -106,7 +110,7 @@ class VoxelLevel:
         into their voxels."""
         blocks = values if isinstance(values, tuple) else (values,)
         keys, features, _ = scatter_mean(linear_key(batch, index, resolution), *blocks)
-        return VoxelLevel(resolution, keys, decode_keys(keys, resolution), features, batch_size)
+        return VoxelLevel.of_keys(keys, features, resolution, batch_size)
 
     @staticmethod
     def from_lifted(lifted: LiftedPoints, index: Tensor, columns: slice, resolution: int, batch_size: int = 0
@@ -114,6 +118,11 @@ class VoxelLevel:
         """Pool lifted depth candidates (voxel index [P,3] from :func:`quantise`) into their voxels: the table's
         ``columns`` weighted by probability, then the density logit (:func:`pool_lifted`)."""
         keys, features = pool_lifted(linear_key(lifted.batch, index, resolution), lifted, columns)
+        return VoxelLevel.of_keys(keys, features, resolution, batch_size)
+
+    @staticmethod
+    def of_keys(keys: Tensor, features: Tensor, resolution: int, batch_size: int = 0) -> "VoxelLevel":
+        """A level from its sorted linear keys and their features (the indices decoded from the keys)."""
         return VoxelLevel(resolution, keys, decode_keys(keys, resolution), features, batch_size)
 
     def lookup(self, batch: Tensor, index: Tensor) -> Tensor:
