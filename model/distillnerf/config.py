@@ -38,6 +38,10 @@ class ModelConfig:
     cnn_channels: tuple[int, ...] = (16, 32, 64)  # 'cnn' backbone: channels at strides 2, 4, 8
     fpn_channels: int = 64
     feature_stride: Literal[1, 2, 4] = 1  # stride of the depth / lifting resolution w.r.t. the input (1 = full resolution)
+    # Arithmetic of the 2D image CNNs (encoder + FPN, RGB decoder): 'bfloat16' runs them under bfloat16 autocast
+    # where the device computes it natively (CUDA, a CPU with AVX512-BF16 or AMX), float32 elsewhere; their outputs
+    # return to float32, so depth, lifting, the field and rendering stay float32.
+    cnn_precision: Literal["float32", "bfloat16"] = "float32"
 
     # Stage-1 depth bins along the ray: linear bins from depth_near, then bins uniform in contracted distance.
     depth_near: float = 0.1
@@ -147,7 +151,8 @@ class ModelConfig:
     #: Settings read only when weights are loaded or results post-processed: weights trained under one value of
     #: these serve every other value.
     INFERENCE_SETTINGS = ("backbone_pretrained", "occupancy_threshold", "occupancy_subsamples", "visibility_margin",
-                          "free_space_margin", "class_score_offsets", "early_stop_transmittance", "march_chunk")
+                          "free_space_margin", "class_score_offsets", "early_stop_transmittance", "march_chunk",
+                          "cnn_precision")
 
     def weights_layout_differences(self, other: "ModelConfig") -> list[str]:
         """The settings, inference settings aside, in which ``other`` differs: weights trained under ``other``

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distillnerf.config import ModelConfig
+from distillnerf.precision import cnn_autocast
 
 
 class ResidualBlock(nn.Module):
@@ -25,6 +26,7 @@ class RGBDecoder(nn.Module):
         super().__init__()
         c = config.decoder_channels
         self.size = (config.input_height, config.input_width)
+        self.precision = config.cnn_precision
         self.inp = nn.Sequential(nn.Conv2d(config.render_feature_dim + 1, c, 3, 1, 1), nn.ReLU(inplace=True))
         self.blocks = nn.Sequential(*[ResidualBlock(c) for _ in range(config.decoder_blocks)])
         self.up = nn.Sequential(nn.ConvTranspose2d(c, c // 2, 4, 2, 1), nn.ReLU(inplace=True))
@@ -32,7 +34,9 @@ class RGBDecoder(nn.Module):
 
     def forward(self, rendered: Tensor) -> Tensor:
         """rendered [B', Fr+1, h, w] -> rgb [B', 3, H, W] in [0, 1]."""
-        x = self.up(self.blocks(self.inp(rendered)))
-        if x.shape[-2:] != self.size:
-            x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
-        return torch.sigmoid(self.out(x))
+        with cnn_autocast(self.precision, rendered.device):
+            x = self.up(self.blocks(self.inp(rendered)))
+            if x.shape[-2:] != self.size:
+                x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
+            x = self.out(x)
+        return torch.sigmoid(x.float())

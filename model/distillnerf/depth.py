@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from distillnerf.config import ModelConfig
 from distillnerf.geometry import contract_distance, uncontract_distance
+from distillnerf.precision import cnn_autocast
 
 
 def depth_bin_edges(config: ModelConfig) -> Tensor:
@@ -78,7 +79,9 @@ class DepthHeads(nn.Module):
 
     def coarse(self, features: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """features [B',C,h,w] -> (expected distance [B',h,w], weights [B',h,w,D], opacity [B',h,w])."""
-        density = F.softplus(self.bin_head(features) + self.config.bin_density_bias).permute(0, 2, 3, 1)
+        with cnn_autocast(self.config.cnn_precision, features.device):
+            logits = self.bin_head(features)
+        density = F.softplus(logits.float() + self.config.bin_density_bias).permute(0, 2, 3, 1)
         deltas = self.edges[1:] - self.edges[:-1]
         weights, opacity = volume_render_weights(density, deltas)
         return expected_depth(weights, self.centres, opacity, self.config.far), weights, opacity
@@ -86,12 +89,14 @@ class DepthHeads(nn.Module):
     def fine(self, features: Tensor, coarse_distance: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """-> candidate distances [B',h,w,K], probabilities [B',h,w,K] (sum 1), density logits [B',h,w,K]."""
         candidates = candidate_depths(coarse_distance.detach(), self.config)  # [B',h,w,K]
-        reduced = self.candidate_reduce(features)  # [B',cc,h,w]
         k = candidates.shape[-1]
         depth_code = (torch.log(candidates) / math.log(self.config.far)).permute(0, 3, 1, 2)
-        volume = torch.cat([reduced[:, :, None].expand(-1, -1, k, -1, -1), depth_code[:, None]], dim=1)
-        # channels-last 3D: the candidate convolution's backward is ~3x faster on it (oneDNN), same values
-        logits = self.candidate_conv(volume.contiguous(memory_format=torch.channels_last_3d))  # [B',2,K,h,w]
+        with cnn_autocast(self.config.cnn_precision, features.device):
+            reduced = self.candidate_reduce(features)  # [B',cc,h,w]
+            volume = torch.cat([reduced[:, :, None].expand(-1, -1, k, -1, -1),
+                                depth_code[:, None].to(reduced.dtype)], dim=1)
+            # channels-last 3D: the candidate convolution's backward is ~3x faster on it (oneDNN), same values
+            logits = self.candidate_conv(volume.contiguous(memory_format=torch.channels_last_3d)).float()
         probability = torch.softmax(logits[:, 0], dim=1).permute(0, 2, 3, 1)
         density_logit = logits[:, 1].permute(0, 2, 3, 1)
         return candidates, probability, density_logit

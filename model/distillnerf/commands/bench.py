@@ -142,11 +142,22 @@ def benchmark(config_name: str, device: str = "auto", warmup: int = 2, runs: int
         "parameters": model.parameter_counts(),
         "voxels": {"coarse": voxels[0], "fine": voxels[1]},
         "weights": weights,
-        "precision": "fp16 autocast" if amp else "fp32",
+        "precision": "fp16 autocast" if amp else cnn_precision_label(config.cnn_precision, dev),
         "kernels": kernels_in_use(dev),
         "rendered_features": render_features and config.feature_head,
         "training_step": train_step,
     }
+
+
+def cnn_precision_label(cnn_precision: str, device) -> str:
+    """What the frame computed in: the image CNNs' precision as it applied on this device, float32 elsewhere."""
+    from distillnerf.precision import native_bfloat16
+
+    if cnn_precision == "bfloat16":
+        if native_bfloat16(device.type):
+            return "image CNNs bf16 autocast, field fp32"
+        return "fp32 (cnn_precision bfloat16 is not native here)"
+    return "fp32"
 
 
 def kernels_in_use(device) -> str:
