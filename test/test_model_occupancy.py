@@ -160,3 +160,27 @@ def test_grid_projection_is_kept_while_the_calibration_is_unchanged():
     assert torch.equal(torch.isinf(offset), torch.isinf(each.amin(dim=0)))
     assert torch.allclose(offset, each.amin(dim=0), atol=1e-4)
     assert torch.isinf(surface_offset(first, depth, torch.zeros(6, dtype=torch.bool))).all()
+
+
+def test_grid_density_from_cached_cells_equals_the_point_query():
+    """The Occ3D grid's sub-samples read through their cached cells give exactly the densities a query of the
+    same points gives, for each entry of a batch (a second call reuses the cells)."""
+    import torch
+
+    from distillnerf.config import load_model_config
+    from distillnerf.model import DistillNeRF
+    from distillnerf.occupancy import OccGridSpec, grid_density
+    from test_model_forward import make_inputs
+
+    config = load_model_config("tiny")
+    torch.manual_seed(0)
+    model = DistillNeRF(config).eval()
+    spec = OccGridSpec()
+    with torch.no_grad():
+        field = model(*make_inputs(config, batch=2))["field"]
+        points = spec.centres("cpu", (1, 1, 2))
+        expected = model.query_density(field, points[None].expand(2, -1, -1))
+        for _ in range(2):
+            density = grid_density(model, field, spec, (1, 1, 2))
+            assert torch.equal(density, expected)
+    assert float(expected.max()) > 0.0  # the field is not empty where the grid looks

@@ -197,22 +197,36 @@ class TwoLevelIndex:
 
     def rows_of_components(self, batch: Tensor | None, x: Tensor, y: Tensor, z: Tensor) -> Tensor:
         """:meth:`rows` from contracted coordinate arrays of one shape (``batch`` broadcastable to it; None = all
-        batch entry 0). int32 shifts and masks (the resolutions are powers of two) keep each pass cheap."""
-        fine_bits = self.fine.resolution.bit_length() - 1
-        ratio_bits = self.ratio.bit_length() - 1
-        coarse_bits = fine_bits - ratio_bits
-        mask = self.ratio - 1
-        half = 0.5 * self.fine.resolution
-        # same rounding as quantise(): clamp in float, then truncate
-        fx, fy, fz = ((c * half).add_(half).clamp_(0.0, self.fine.resolution - 1).to(torch.int32) for c in (x, y, z))
-        key = (((fx >> ratio_bits) << coarse_bits) | (fy >> ratio_bits)) << coarse_bits | (fz >> ratio_bits)
+        batch entry 0)."""
+        return self.rows_of_cells(batch, *point_cells(x, y, z, self.fine.resolution, self.ratio))
+
+    def rows_of_cells(self, batch: Tensor | int | None, coarse_key: Tensor, child: Tensor) -> Tensor:
+        """:meth:`rows` of points given as their :func:`point_cells` (fixed points, such as the Occ3D grid's, keep
+        theirs from frame to frame): one gather in the coarse row table, one in the child blocks."""
         if batch is not None:
-            key = key + (batch.to(torch.int32) << (3 * coarse_bits))
-        coarse = self.coarse.rows_of_keys(key.long())
+            coarse_bits = self.coarse.resolution.bit_length() - 1
+            coarse_key = coarse_key + (torch.as_tensor(batch, device=coarse_key.device).to(torch.int32)
+                                       << (3 * coarse_bits))
+        coarse = self.coarse.rows_of_keys(coarse_key.long())
         # empty coarse space reads the all-empty block appended after the real ones
         block = torch.where(coarse >= 0, coarse, self.coarse.keys.numel())
-        local = (((fx & mask) << ratio_bits | (fy & mask)) << ratio_bits) | (fz & mask)
-        return self.blocks[((block << (3 * ratio_bits)) | local).long()].long()
+        ratio_bits = self.ratio.bit_length() - 1
+        return self.blocks[((block << (3 * ratio_bits)) | child).long()].long()
+
+
+def point_cells(x: Tensor, y: Tensor, z: Tensor, fine_resolution: int, ratio: int) -> tuple[Tensor, Tensor]:
+    """(coarse voxel key of batch entry 0, int32; the fine child within it, int32) of contracted coordinates, for
+    power-of-two resolutions (``ratio`` fine voxels per coarse voxel along an axis): int32 shifts and masks keep
+    each pass cheap. The same rounding as :func:`quantise`: clamp in float, then truncate."""
+    fine_bits = fine_resolution.bit_length() - 1
+    ratio_bits = ratio.bit_length() - 1
+    coarse_bits = fine_bits - ratio_bits
+    mask = ratio - 1
+    half = 0.5 * fine_resolution
+    fx, fy, fz = ((c * half).add_(half).clamp_(0.0, fine_resolution - 1).to(torch.int32) for c in (x, y, z))
+    key = (((fx >> ratio_bits) << coarse_bits) | (fy >> ratio_bits)) << coarse_bits | (fz >> ratio_bits)
+    child = (((fx & mask) << ratio_bits | (fy & mask)) << ratio_bits) | (fz & mask)
+    return key, child
 
 
 def decode_keys(keys: Tensor, resolution: int) -> Tensor:
