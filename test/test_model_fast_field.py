@@ -322,6 +322,17 @@ def test_features_read_without_rendering_them_equal_the_full_decode():
         assert "features" in full and "features" not in lean and "features" not in lean["field"].decoded
         assert torch.equal(full["depth"], lean["depth"]) and torch.equal(full["rgb"], lean["rgb"])
         points = torch.randn(1, 3000, 3) * 15.0
+        points = torch.cat([points, points[:, :1000] + 0.01, points[:, :500]], dim=1)  # voxels read many times
         assert torch.allclose(model.query_features(full["field"], points), model.query_features(lean["field"], points),
                               atol=1e-6)
         assert torch.equal(model.query_density(full["field"], points), model.query_density(lean["field"], points))
+
+
+def test_distinct_rows_are_torch_unique_without_a_sort():
+    from distillnerf.field import distinct_rows
+
+    rows = torch.tensor([7, 3, 3, 9, 0, 7, 7, 2])
+    distinct, position = distinct_rows(rows, 10)
+    expected, inverse = torch.unique(rows, return_inverse=True)
+    assert torch.equal(distinct, expected) and torch.equal(position, inverse)
+    assert torch.equal(distinct[position], rows)
