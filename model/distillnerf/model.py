@@ -44,7 +44,8 @@ class DistillNeRF(nn.Module):
         c = self.config
         coords = self.field_contract(lifted.points)
         fine_index = quantise(coords, c.fine_resolution)
-        coarse_index = fine_index // (c.fine_resolution // c.coarse_resolution)
+        # a shift, not a floor division: the resolutions are powers of two and the indices non-negative
+        coarse_index = fine_index >> ((c.fine_resolution // c.coarse_resolution).bit_length() - 1)
         level = c.level_channels
         coarse = VoxelLevel.from_lifted(lifted, coarse_index, slice(0, level), c.coarse_resolution, batch_size)
         fine = VoxelLevel.from_lifted(lifted, fine_index, slice(level, 2 * level), c.fine_resolution, batch_size)

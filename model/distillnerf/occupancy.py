@@ -97,8 +97,9 @@ def occupancy_and_surface(model, field, spec: OccGridSpec = OccGridSpec(), subsa
         rank = torch.where(prob > threshold, height + 0.5 * prob, -1.0)
         top_rank, top = rank.max(dim=-1)
         best = torch.where(top_rank >= 0, top, best)
-    surface = points.reshape(*spec.size, count, 3)[None].expand(b, *spec.size, count, 3)
-    surface = torch.gather(surface, -2, best[..., None, None].expand(*best.shape, 1, 3))[..., 0, :]
+    # each voxel's chosen sub-sample: row voxel * count + best of the [voxels * count, 3] sample points
+    voxel = torch.arange(best[0].numel(), device=device).reshape(best.shape[1:]) * count
+    surface = points[voxel + best]
     return best_prob.clamp(0.0, 1.0), surface
 
 

@@ -192,19 +192,21 @@ class Perception:
             projection = self._grid_projection(out["render_intrinsics"][0], e_t[0], tuple(depth.shape[-2:]))
             offset = surface_offset(projection, depth, valid_cams).reshape(self.grid.size)
             occupied = occupied_voxels(prob, offset, threshold, self.config.free_space_margin)
-            voxel_centers = centres[occupied]
-            if self.config.feature_head and voxel_centers.shape[0]:
+            rows = occupied.reshape(-1).nonzero()[:, 0]  # the occupied voxels, found once for every read below
+            voxel_centers = centres.reshape(-1, 3)[rows]
+            if self.config.feature_head and rows.numel():
                 # read at the sub-sample that made the voxel occupied, not the centre (which may be empty space)
-                voxel_features = self.model.query_features(field, surface[occupied][None])[0]
+                voxel_features = self.model.query_features(field, surface.reshape(-1, 3)[rows][None])[0]
             else:
-                voxel_features = voxel_centers.new_zeros(voxel_centers.shape[0], self.config.feature_dim)
+                voxel_features = voxel_centers.new_zeros(rows.numel(), self.config.feature_dim)
             semantics = torch.full(self.grid.size, FREE_LABEL, dtype=torch.uint8, device=self.device)
             class_embeddings = self._class_text_embeddings()
-            if class_embeddings is not None and voxel_features.shape[0]:
-                semantics[occupied] = semantic_labels(voxel_features, class_embeddings,
-                                                      torch.ones_like(occupied[occupied]), self.class_offsets())
+            if class_embeddings is not None and rows.numel():
+                semantics.view(-1)[rows] = semantic_labels(voxel_features, class_embeddings,
+                                                           torch.ones_like(rows, dtype=torch.bool),
+                                                           self.class_offsets())
             else:
-                semantics[occupied] = 0  # 'others': occupied, class unknown without a text encoder
+                semantics.view(-1)[rows] = 0  # 'others': occupied, class unknown without a text encoder
             visible = offset <= self.config.visibility_margin
             rgb = (out["rgb"][0].permute(0, 2, 3, 1) * 255.0).round().clamp(0, 255).to(torch.uint8)
             results = {

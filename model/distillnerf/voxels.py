@@ -81,12 +81,12 @@ class LiftedPoints:
 def pool_lifted(keys: Tensor, lifted: LiftedPoints, columns: slice) -> tuple[Tensor, Tensor]:
     """Per distinct key: the mean over its points of probability x the pixel feature's ``columns``, then the mean
     density logit -> (sorted unique keys [V], features [V, C + 1]). The feature mean is one weighted
-    ``embedding_bag`` sum over the pixel table (weights probability / the voxel's point count), so neither the
+    ``embedding_bag`` sum over the pixel table (weights: probability) over the voxel's point count, so neither the
     forward nor the backward touches a [P, C] tensor."""
     unique, order, counts, starts = key_segments(keys)
-    share = lifted.probability[order] / counts.repeat_interleave(counts).to(lifted.probability.dtype)
     features = F.embedding_bag(lifted.pixel[order], lifted.table[:, columns], starts, mode="sum",
-                               per_sample_weights=share)
+                               per_sample_weights=lifted.probability[order])
+    features = features / counts[:, None].to(features.dtype)
     density = F.embedding_bag(order, lifted.density_logit[:, None], starts, mode="mean")
     return unique, torch.cat([features, density], dim=1)
 
