@@ -49,9 +49,11 @@ def linear_key(batch: Tensor, index: Tensor, resolution: int) -> Tensor:
 def key_segments(keys: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Points grouped by key: (sorted unique keys [V], the points in key order [P], points per key [V], where each
     key's run starts in that order [V]), the bags of the pooling ``embedding_bag`` calls."""
-    ordered, order = torch.sort(keys)
+    # int32 keys sort about 1.4x faster than int64 on the CPU; a grid's keys fit unless it is huge
+    narrow = keys.dtype == torch.int64 and keys.numel() > 0 and int(keys.max()) <= torch.iinfo(torch.int32).max
+    ordered, order = torch.sort(keys.int() if narrow else keys)
     unique, counts = torch.unique_consecutive(ordered, return_counts=True)
-    return unique, order, counts, torch.cumsum(counts, 0) - counts
+    return unique.to(keys.dtype), order, counts, torch.cumsum(counts, 0) - counts
 
 
 def scatter_mean(keys: Tensor, *values: Tensor) -> tuple[Tensor, Tensor, Tensor]:
