@@ -38,7 +38,8 @@ class ModelConfig:
     cnn_channels: tuple[int, ...] = (16, 32, 64)  # 'cnn' backbone: channels at strides 2, 4, 8
     fpn_channels: int = 64
     feature_stride: Literal[1, 2, 4] = 1  # stride of the depth / lifting resolution w.r.t. the input (1 = full resolution)
-    # Arithmetic of the 2D image CNNs (encoder + FPN, RGB decoder): 'bfloat16' runs them under bfloat16 autocast
+    # Arithmetic of the 2D image CNNs (encoder + FPN, the depth heads' convolutions, RGB decoder): 'bfloat16' runs
+    # them under bfloat16 autocast
     # where the device computes it natively (CUDA, a CPU with AVX512-BF16 or AMX), float32 elsewhere; their outputs
     # return to float32, so depth, lifting, the field and rendering stay float32.
     cnn_precision: Literal["float32", "bfloat16"] = "float32"

@@ -185,7 +185,6 @@ class Perception:
             prob, surface = occupancy_and_surface(self.model, field, self.grid, self.config.occupancy_subsamples,
                                                   threshold)
             prob, surface = prob[0], surface[0]
-            centres = self.grid.centres(self.device).reshape(*self.grid.size, 3)
             valid_cams = valid_t[0] if valid_t is not None else torch.ones(k_t.shape[1], dtype=torch.bool,
                                                                             device=self.device)
             depth = out["depth"][0]
@@ -193,7 +192,7 @@ class Perception:
             offset = surface_offset(projection, depth, valid_cams).reshape(self.grid.size)
             occupied = occupied_voxels(prob, offset, threshold, self.config.free_space_margin)
             rows = occupied.reshape(-1).nonzero()[:, 0]  # the occupied voxels, found once for every read below
-            voxel_centers = centres.reshape(-1, 3)[rows]
+            voxel_centers = self.grid.centres(self.device)[rows]
             if self.config.feature_head and rows.numel():
                 # read at the sub-sample that made the voxel occupied, not the centre (which may be empty space)
                 voxel_features = self.model.query_features(field, surface.reshape(-1, 3)[rows][None])[0]

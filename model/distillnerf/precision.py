@@ -22,9 +22,14 @@ def native_bfloat16(device_type: str) -> bool:
     return False
 
 
+def precision_in_effect(precision: str, device: torch.device) -> str:
+    """The precision the CNNs run in on ``device``: 'bfloat16' where asked for and native, else 'float32'."""
+    return "bfloat16" if precision == "bfloat16" and native_bfloat16(device.type) else "float32"
+
+
 def cnn_autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """bfloat16 autocast when ``precision`` is 'bfloat16' and ``device`` computes it natively, else nothing
-    (float32, or an enclosing autocast such as CUDA training's float16)."""
-    if precision == "bfloat16" and native_bfloat16(device.type):
+    """bfloat16 autocast when ``precision`` is in effect as 'bfloat16' on ``device``, else nothing (float32, or an
+    enclosing autocast such as CUDA training's float16)."""
+    if precision_in_effect(precision, device) == "bfloat16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()

@@ -151,13 +151,11 @@ def benchmark(config_name: str, device: str = "auto", warmup: int = 2, runs: int
 
 def cnn_precision_label(cnn_precision: str, device) -> str:
     """What the frame computed in: the image CNNs' precision as it applied on this device, float32 elsewhere."""
-    from distillnerf.precision import native_bfloat16
+    from distillnerf.precision import precision_in_effect
 
-    if cnn_precision == "bfloat16":
-        if native_bfloat16(device.type):
-            return "image CNNs bf16 autocast, field fp32"
-        return "fp32 (cnn_precision bfloat16 is not native here)"
-    return "fp32"
+    if precision_in_effect(cnn_precision, device) == "bfloat16":
+        return "image CNNs bf16 autocast, field fp32"
+    return "fp32 (cnn_precision bfloat16 is not native here)" if cnn_precision == "bfloat16" else "fp32"
 
 
 def kernels_in_use(device) -> str:
