@@ -61,9 +61,10 @@ def spconv_reference(level: VoxelLevel, conv: spconv.SubMConv3d, batch_size: int
     return conv(spconv.SparseConvTensor(features, level.indices, [r, r, r], batch_size)).features
 
 
-# the cpu model's widths (17 <-> 32, coarse 34 -> 32), the paper model's (33 -> 128 -> 33), and odd ones that take
-# the any-width path
-@pytest.mark.parametrize("c_in,c_out", [(17, 32), (32, 17), (34, 32), (33, 128), (128, 33), (5, 3), (3, 57)])
+# the cpu model's widths (17 <-> 32, coarse 34 -> 32), the paper model's (33 -> 128 -> 33), whole vectors plus one
+# dot-product column (17, 33, 9 outputs), and odd ones that take the any-width path
+@pytest.mark.parametrize("c_in,c_out", [(17, 32), (32, 17), (34, 32), (33, 128), (128, 33), (16, 9), (5, 3),
+                                        (3, 57)])
 def test_forward_and_gradients_equal_spconv(c_in, c_out):
     batch_size = 2
     level = random_level(12, 1500, c_in, batch_size, seed=c_in * 100 + c_out)

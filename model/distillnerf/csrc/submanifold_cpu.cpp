@@ -29,34 +29,73 @@ inline Vec load(const float* p) {
 }
 inline void store(float* p, Vec v) { std::memcpy(p, &v, sizeof(Vec)); }
 
-// float32 rows [begin, end): out[o] = sum_k features[neighbours[o, k]] @ weight[k], with C_out padded to NV
-// vectors. The NV accumulators are locals, so they stay in registers: accumulating in memory instead serialises
-// every multiply-add on a store-to-load round trip (measured 4x slower).
-template <int NV>
+inline float lane_sum(Vec v) {
+  float sum = 0.0f;
+  for (int j = 0; j < kLanes; ++j) sum += v[j];
+  return sum;
+}
+
+// float32 rows [begin, end): out[o] = sum_k features[neighbours[o, k]] @ weight[k], the first NV x 8 output
+// columns from `weight` [27, C_in, NV x 8], and with TAIL (0 or 1) one more column from `tail_weight` [27, C_in]
+// as a dot product over the input channels: the `cpu` model's 17 channels (16 + the density logit) padded to 24
+// would spend a third of the arithmetic on zeros. Rows of `out` are `out_stride` floats apart.
+// The accumulators are locals, so they stay in registers: accumulating in memory instead serialises every
+// multiply-add on a store-to-load round trip (measured 4x slower). U sets of them take U input channels in turn:
+// with one set, each multiply-add waits for the previous one on the same accumulator (4 cycles of latency, and
+// the narrow layers here have only 2-4 accumulators), so the FMA units would idle most of the time.
+template <int NV, int TAIL>
 inline __attribute__((always_inline)) void conv_rows_f32(const float* __restrict__ features,
                                                          const float* __restrict__ weight,
+                                                         const float* __restrict__ tail_weight,
                                                          const int32_t* __restrict__ neighbours,
                                                          float* __restrict__ out, int64_t begin, int64_t end,
-                                                         int64_t c_in) {
-  constexpr int c_out = NV * kLanes;
+                                                         int64_t c_in, int64_t out_stride) {
+  constexpr int width = NV * kLanes;
+  constexpr int U = NV <= 2 ? 4 : NV <= 4 ? 3 : NV <= 6 ? 2 : 1;  // U x NV <= 12 of the 16 vector registers
   for (int64_t o = begin; o < end; ++o) {
-    Vec acc[NV];
+    Vec acc[U][NV];
 #pragma GCC unroll 16
-    for (int b = 0; b < NV; ++b) acc[b] = Vec{};
+    for (int u = 0; u < U; ++u)
+#pragma GCC unroll 16
+      for (int b = 0; b < NV; ++b) acc[u][b] = Vec{};
+    Vec tail_acc = Vec{};
+    float tail_sum = 0.0f;
     const int32_t* nb = neighbours + o * kOffsets;
     for (int k = 0; k < kOffsets; ++k) {
       const int32_t n = nb[k];
       if (n < 0) continue;
       const float* __restrict__ x = features + static_cast<int64_t>(n) * c_in;
-      const float* __restrict__ w = weight + static_cast<int64_t>(k) * c_in * c_out;
-      for (int64_t i = 0; i < c_in; ++i) {
+      const float* __restrict__ w = weight + static_cast<int64_t>(k) * c_in * width;
+      int64_t i = 0;
+      for (; i + U <= c_in; i += U) {
+#pragma GCC unroll 16
+        for (int u = 0; u < U; ++u) {
+          const Vec xi = Vec{} + x[i + u];
+#pragma GCC unroll 16
+          for (int b = 0; b < NV; ++b) acc[u][b] += xi * load(w + (i + u) * width + b * kLanes);
+        }
+      }
+      for (; i < c_in; ++i) {
         const Vec xi = Vec{} + x[i];
 #pragma GCC unroll 16
-        for (int b = 0; b < NV; ++b) acc[b] += xi * load(w + i * c_out + b * kLanes);
+        for (int b = 0; b < NV; ++b) acc[0][b] += xi * load(w + i * width + b * kLanes);
+      }
+      if (TAIL) {
+        const float* __restrict__ wt = tail_weight + static_cast<int64_t>(k) * c_in;
+        int64_t j = 0;
+        for (; j + kLanes <= c_in; j += kLanes) tail_acc += load(x + j) * load(wt + j);
+        for (; j < c_in; ++j) tail_sum += x[j] * wt[j];
       }
     }
+    float* row = out + o * out_stride;
 #pragma GCC unroll 16
-    for (int b = 0; b < NV; ++b) store(out + o * c_out + b * kLanes, acc[b]);
+    for (int b = 0; b < NV; ++b) {
+      Vec sum = acc[0][b];
+#pragma GCC unroll 16
+      for (int u = 1; u < U; ++u) sum += acc[u][b];
+      store(row + b * kLanes, sum);
+    }
+    if (TAIL) row[width] = tail_sum + lane_sum(tail_acc);
   }
 }
 
@@ -141,10 +180,10 @@ inline __attribute__((always_inline)) void weight_grad_f32(const float* __restri
 #define DISTILLNERF_HAS_AVX2 0
 #endif
 
-template <int NV>
-void conv_f32_generic(const float* f, const float* w, const int32_t* nb, float* out, int64_t b, int64_t e,
-                      int64_t c_in) {
-  conv_rows_f32<NV>(f, w, nb, out, b, e, c_in);
+template <int NV, int TAIL>
+void conv_f32_generic(const float* f, const float* w, const float* wt, const int32_t* nb, float* out, int64_t b,
+                      int64_t e, int64_t c_in, int64_t stride) {
+  conv_rows_f32<NV, TAIL>(f, w, wt, nb, out, b, e, c_in, stride);
 }
 template <int NV>
 void grad_f32_generic(const float* f, const float* g, const int32_t* nb, float* gw, int64_t b, int64_t e,
@@ -152,10 +191,10 @@ void grad_f32_generic(const float* f, const float* g, const int32_t* nb, float* 
   weight_grad_f32<NV>(f, g, nb, gw, b, e, v, c_in, swapped);
 }
 #if DISTILLNERF_HAS_AVX2
-template <int NV>
-DISTILLNERF_AVX2 void conv_f32_avx2(const float* f, const float* w, const int32_t* nb, float* out, int64_t b,
-                                    int64_t e, int64_t c_in) {
-  conv_rows_f32<NV>(f, w, nb, out, b, e, c_in);
+template <int NV, int TAIL>
+DISTILLNERF_AVX2 void conv_f32_avx2(const float* f, const float* w, const float* wt, const int32_t* nb, float* out,
+                                    int64_t b, int64_t e, int64_t c_in, int64_t stride) {
+  conv_rows_f32<NV, TAIL>(f, w, wt, nb, out, b, e, c_in, stride);
 }
 template <int NV>
 DISTILLNERF_AVX2 void grad_f32_avx2(const float* f, const float* g, const int32_t* nb, float* gw, int64_t b,
@@ -173,20 +212,27 @@ bool cpu_has_avx2() {
 #endif
 }
 
-using ConvRows = void (*)(const float*, const float*, const int32_t*, float*, int64_t, int64_t, int64_t);
+using ConvRows = void (*)(const float*, const float*, const float*, const int32_t*, float*, int64_t, int64_t,
+                          int64_t, int64_t);
 using GradRows = void (*)(const float*, const float*, const int32_t*, float*, int64_t, int64_t, int64_t, int64_t,
                           bool);
 
+struct F32Kernels {
+  ConvRows conv = nullptr;       // C_out = NV x 8
+  ConvRows conv_tail = nullptr;  // C_out = NV x 8 + 1
+  GradRows grad = nullptr;
+};
+
 template <int NV>
-std::pair<ConvRows, GradRows> kernels_for() {
+F32Kernels kernels_for() {
 #if DISTILLNERF_HAS_AVX2
-  if (cpu_has_avx2()) return {&conv_f32_avx2<NV>, &grad_f32_avx2<NV>};
+  if (cpu_has_avx2()) return {&conv_f32_avx2<NV, 0>, &conv_f32_avx2<NV, 1>, &grad_f32_avx2<NV>};
 #endif
-  return {&conv_f32_generic<NV>, &grad_f32_generic<NV>};
+  return {&conv_f32_generic<NV, 0>, &conv_f32_generic<NV, 1>, &grad_f32_generic<NV>};
 }
 
-// Kernels for C_out padded to `vectors` x 8 (up to 128 channels, the `paper` model's widest).
-std::pair<ConvRows, GradRows> f32_kernels(int64_t vectors) {
+// Kernels for `vectors` x 8 channels (up to 128, the `paper` model's widest).
+F32Kernels f32_kernels(int64_t vectors) {
   switch (vectors) {
     case 1: return kernels_for<1>();
     case 2: return kernels_for<2>();
@@ -196,7 +242,7 @@ std::pair<ConvRows, GradRows> f32_kernels(int64_t vectors) {
     case 6: return kernels_for<6>();
     case 8: return kernels_for<8>();
     case 16: return kernels_for<16>();
-    default: return {nullptr, nullptr};
+    default: return {};
   }
 }
 
@@ -269,18 +315,26 @@ at::Tensor conv_forward(const at::Tensor& features_in, const at::Tensor& weight_
   const auto weight = weight_in.contiguous();
   const auto neighbours = neighbours_in.contiguous();
   const int64_t v = features.size(0), c_in = features.size(1), c_out = weight.size(2);
-  const int64_t vectors = padded_vectors(c_out);
+  // C_out = 8 x NV + 1 (17, 33, ...): NV vectors and one dot-product column; otherwise padded to whole vectors
+  const bool tail = c_out > kLanes && c_out % kLanes == 1;
+  const int64_t vectors = tail ? c_out / kLanes : padded_vectors(c_out);
   const auto kernels = f32_kernels(vectors);
-  if (features.scalar_type() == at::kFloat && kernels.first != nullptr) {
+  const ConvRows conv = tail ? kernels.conv_tail : kernels.conv;
+  if (features.scalar_type() == at::kFloat && conv != nullptr) {
     const int64_t width = vectors * kLanes;
-    const auto w = pad_columns(weight, width);
-    auto out = at::empty({v, width}, features.options());
+    const auto w = tail ? weight.narrow(2, 0, width).contiguous() : pad_columns(weight, width);
+    const auto wt = tail ? weight.select(2, width).contiguous() : w;
+    const int64_t stride = tail ? c_out : width;
+    auto out = at::empty({v, stride}, features.options());
     const float* fp = features.data_ptr<float>();
     const float* wp = w.data_ptr<float>();
+    const float* wtp = wt.data_ptr<float>();
     const int32_t* np = neighbours.data_ptr<int32_t>();
     float* op = out.data_ptr<float>();
-    at::parallel_for(0, v, 256, [&](int64_t begin, int64_t end) { kernels.first(fp, wp, np, op, begin, end, c_in); });
-    return width == c_out ? out : out.narrow(1, 0, c_out).contiguous();
+    at::parallel_for(0, v, 256, [&](int64_t begin, int64_t end) {
+      conv(fp, wp, wtp, np, op, begin, end, c_in, stride);
+    });
+    return stride == c_out ? out : out.narrow(1, 0, c_out).contiguous();
   }
   auto out = at::empty({v, c_out}, features.options());
   AT_DISPATCH_FLOATING_TYPES(features.scalar_type(), "submanifold_conv_forward", [&] {
@@ -309,8 +363,8 @@ at::Tensor conv_backward_weight(const at::Tensor& features_in, const at::Tensor&
   // (C_in 32, C_out 17: 32 x 3 vectors of work transposed against 17 x 4 as is).
   const bool swapped = c_in * padded_vectors(c_out) > c_out * padded_vectors(c_in);
   const int64_t vectors = padded_vectors(swapped ? c_in : c_out);
-  const auto kernels = f32_kernels(vectors);
-  if (features.scalar_type() == at::kFloat && kernels.second != nullptr) {
+  const GradRows grad_rows = f32_kernels(vectors).grad;
+  if (features.scalar_type() == at::kFloat && grad_rows != nullptr) {
     const int64_t width = vectors * kLanes;
     const auto vector_side = pad_columns(swapped ? features : grad, width);
     const auto& scalar_side = swapped ? grad : features;
@@ -321,7 +375,7 @@ at::Tensor conv_backward_weight(const at::Tensor& features_in, const at::Tensor&
     const int32_t* np = neighbours.data_ptr<int32_t>();
     float* rp = result.data_ptr<float>();
     at::parallel_for(0, kOffsets, 1, [&](int64_t begin, int64_t end) {
-      kernels.second(sp, vp, np, rp, begin, end, v, scalars, swapped);
+      grad_rows(sp, vp, np, rp, begin, end, v, scalars, swapped);
     });
     const int64_t narrow = swapped ? c_in : c_out;
     auto grad_weight = width == narrow ? result : result.narrow(2, 0, narrow);
