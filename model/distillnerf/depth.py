@@ -58,6 +58,47 @@ def candidate_depths(depth: Tensor, config: ModelConfig) -> Tensor:
     return (depth[..., None] + k * step[..., None]).clamp(config.depth_near, config.far)
 
 
+def _sum_along_candidates(parts: Tensor) -> Tensor:
+    """``parts [B, O, 3, K, h, w]``, the contribution of candidate slice k through candidate offset dk = -1, 0, +1
+    (dim 2), computed at slice k -> their sum at each output slice ``[B, O, K, h, w]`` (output k reads slice
+    k + dk; slices beyond either end are the convolution's zero padding)."""
+    out = parts[:, :, 1].clone()
+    out[:, :, 1:] += parts[:, :, 0, :-1]
+    out[:, :, :-1] += parts[:, :, 2, 1:]
+    return out
+
+
+def candidate_convolution(reduced: Tensor, depth_code: Tensor, first: nn.Conv3d, second: nn.Conv3d) -> Tensor:
+    """The stage-2 candidate network, ``second(relu(first(volume)))`` with 3x3x3 kernels over (candidate, row,
+    column), on the volume ``[reduced [B,C,h,w] repeated at each of the K candidates; depth_code [B,K,h,w]]`` ->
+    ``[B, O, K, h, w]``, without building the volume: equal to the two Conv3d up to float rounding
+    (test_model_depth.py), about 2.5x faster forward and backward on the CPU.
+
+    The reduced features are the same at every candidate, so the first layer's share of them is, at each candidate,
+    a 2D convolution with the kernel summed over the candidate offsets that exist there (all three inside, two at
+    either end): one 2D convolution with the three offsets' kernels as outputs, then sums. The depth code varies
+    along the candidates and keeps a 3D convolution (one input channel). The second layer's 3D convolution has two
+    outputs, which oneDNN runs far below its peak; it runs per candidate slice as a 2D convolution with (offset,
+    output) as six outputs, summed along the candidate axis."""
+    b, c, h, w = reduced.shape
+    k = depth_code.shape[1]
+    o = first.out_channels
+    per_offset = first.weight[:, :c].permute(2, 0, 1, 3, 4).reshape(3 * o, c, 3, 3)  # (dk, out) x in x 3 x 3
+    parts = F.conv2d(reduced, per_offset, padding=1).view(b, 3, o, h, w)
+    if k == 1:
+        shared = parts[:, 1:2]
+    else:
+        inner = parts.sum(1, keepdim=True).expand(-1, k - 2, -1, -1, -1)
+        shared = torch.cat([parts[:, 1:].sum(1, keepdim=True), inner, parts[:, :2].sum(1, keepdim=True)], dim=1)
+    code = F.conv3d(depth_code[:, None].to(reduced.dtype), first.weight[:, c:], first.bias, padding=1)
+    hidden = torch.relu(shared.permute(0, 2, 1, 3, 4) + code)  # [B, o, K, h, w]
+    o2 = second.out_channels
+    slices = hidden.permute(0, 2, 1, 3, 4).reshape(b * k, o, h, w)
+    per_offset = second.weight.permute(2, 0, 1, 3, 4).reshape(3 * o2, o, 3, 3)
+    parts = F.conv2d(slices, per_offset, padding=1).view(b, k, 3, o2, h, w).permute(0, 3, 2, 1, 4, 5)
+    return _sum_along_candidates(parts) + second.bias[None, :, None, None, None]
+
+
 class DepthHeads(nn.Module):
     """From FPN features: stage-1 bin densities, lifted image features, and stage-2 candidate logits."""
 
@@ -89,14 +130,11 @@ class DepthHeads(nn.Module):
     def fine(self, features: Tensor, coarse_distance: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """-> candidate distances [B',h,w,K], probabilities [B',h,w,K] (sum 1), density logits [B',h,w,K]."""
         candidates = candidate_depths(coarse_distance.detach(), self.config)  # [B',h,w,K]
-        k = candidates.shape[-1]
         depth_code = (torch.log(candidates) / math.log(self.config.far)).permute(0, 3, 1, 2)
         with cnn_autocast(self.config.cnn_precision, features.device):
             reduced = self.candidate_reduce(features)  # [B',cc,h,w]
-            volume = torch.cat([reduced[:, :, None].expand(-1, -1, k, -1, -1),
-                                depth_code[:, None].to(reduced.dtype)], dim=1)
-            # channels-last 3D: the candidate convolution's backward is ~3x faster on it (oneDNN), same values
-            logits = self.candidate_conv(volume.contiguous(memory_format=torch.channels_last_3d)).float()
+            first, _, second = self.candidate_conv
+            logits = candidate_convolution(reduced, depth_code, first, second).float()
         probability = torch.softmax(logits[:, 0], dim=1).permute(0, 2, 3, 1)
         density_logit = logits[:, 1].permute(0, 2, 3, 1)
         return candidates, probability, density_logit
