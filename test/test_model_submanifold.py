@@ -96,6 +96,37 @@ def test_gradcheck_in_float64():
     assert torch.autograd.gradcheck(lambda f, w: submanifold.submanifold_conv(f, w, neighbours), (x, weight))
 
 
+# the fused bias and ReLU, on the vector kernels (with and without the dot-product column) and the any-width path
+@pytest.mark.parametrize("c_in,c_out", [(17, 32), (32, 17), (5, 3)])
+def test_fused_bias_and_relu_equal_separate_ops(c_in, c_out):
+    level = random_level(12, 1500, c_in, 2, seed=c_in + c_out)
+    torch.manual_seed(c_in)
+    weight = torch.randn(c_out, 3, 3, 3, c_in, requires_grad=True)
+    bias = torch.randn(c_out, requires_grad=True)
+    grad = torch.randn(level.keys.numel(), c_out)
+    neighbours = level.neighbours()
+    results = []
+    for fused in (True, False):
+        x = level.features.clone().requires_grad_()
+        out = submanifold.submanifold_conv(x, weight, neighbours, bias, relu=True) if fused else \
+            torch.relu(submanifold.submanifold_conv(x, weight, neighbours) + bias)
+        grads = torch.autograd.grad(out, (x, weight, bias), grad)
+        results.append((out, *grads))
+    assert bool((results[0][0] == 0).any()) and bool((results[0][0] > 0).any())  # the ReLU clips some, not all
+    for fused, separate in zip(*results):
+        torch.testing.assert_close(fused, separate, rtol=1e-5, atol=2e-6 * float(separate.detach().abs().max()))
+
+
+def test_gradcheck_with_bias_and_relu_in_float64():
+    level = random_level(5, 60, 3, 2, seed=8, dtype=torch.float64)
+    x = level.features.clone().requires_grad_()
+    weight = torch.randn(4, 3, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    neighbours = level.neighbours()
+    assert torch.autograd.gradcheck(
+        lambda f, w, b: submanifold.submanifold_conv(f, w, neighbours, b, relu=True), (x, weight, bias))
+
+
 def test_neighbour_table_is_built_once_per_level_and_shared():
     level = random_level(8, 200, 4, 1, seed=3)
     first = level.neighbours()

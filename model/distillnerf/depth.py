@@ -84,18 +84,16 @@ def candidate_convolution(reduced: Tensor, depth_code: Tensor, first: nn.Conv3d,
     k = depth_code.shape[1]
     o = first.out_channels
     per_offset = first.weight[:, :c].permute(2, 0, 1, 3, 4).reshape(3 * o, c, 3, 3)  # (dk, out) x in x 3 x 3
-    parts = F.conv2d(reduced, per_offset, padding=1).view(b, 3, o, h, w)
-    if k == 1:
-        shared = parts[:, 1:2]
-    else:
-        inner = parts.sum(1, keepdim=True).expand(-1, k - 2, -1, -1, -1)
-        shared = torch.cat([parts[:, 1:].sum(1, keepdim=True), inner, parts[:, :2].sum(1, keepdim=True)], dim=1)
+    parts = F.conv2d(reduced, per_offset, padding=1).view(b, 1, 3, o, h, w)
     code = F.conv3d(depth_code[:, None].to(reduced.dtype), first.weight[:, c:], first.bias, padding=1)
-    hidden = torch.relu(shared.permute(0, 2, 1, 3, 4) + code)  # [B, o, K, h, w]
+    hidden = code.permute(0, 2, 1, 3, 4) + parts.sum(2)  # [B, K, o, h, w]: every candidate's three offsets
+    hidden[:, 0] -= parts[:, 0, 0]  # the first candidate has none before it (offset -1 reads the padding)
+    hidden[:, -1] -= parts[:, 0, 2]  # the last none after it
+    hidden = torch.relu_(hidden)
     o2 = second.out_channels
-    slices = hidden.permute(0, 2, 1, 3, 4).reshape(b * k, o, h, w)
     per_offset = second.weight.permute(2, 0, 1, 3, 4).reshape(3 * o2, o, 3, 3)
-    parts = F.conv2d(slices, per_offset, padding=1).view(b, k, 3, o2, h, w).permute(0, 3, 2, 1, 4, 5)
+    parts = F.conv2d(hidden.reshape(b * k, o, h, w), per_offset, padding=1).view(b, k, 3, o2, h, w)
+    parts = parts.permute(0, 3, 2, 1, 4, 5)
     return _sum_along_candidates(parts) + second.bias[None, :, None, None, None]
 
 

@@ -50,29 +50,39 @@ class Neighbours:
 
 class _SubmanifoldConv(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, features: Tensor, weight: Tensor, neighbours: Neighbours) -> Tensor:
-        ctx.save_for_backward(features, weight)
-        ctx.neighbours = neighbours
-        return cpu_kernels.kernels().conv_forward(features, weight, neighbours.by_voxel)
+    def forward(ctx, features: Tensor, weight: Tensor, bias: Tensor | None, neighbours: Neighbours,
+                relu: bool) -> Tensor:
+        out = cpu_kernels.kernels().conv_forward(features, weight, neighbours.by_voxel, bias, relu)
+        ctx.save_for_backward(features, weight, out if relu else None)
+        ctx.neighbours, ctx.relu, ctx.has_bias = neighbours, relu, bias is not None
+        return out
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        features, weight = ctx.saved_tensors
+        features, weight, out = ctx.saved_tensors
         neighbours: Neighbours = ctx.neighbours
         grad = grad.contiguous()
-        grad_features = grad_weight = None
+        if ctx.relu:
+            grad = grad * (out > 0)
+        grad_features = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:
             # voxel i feeds output o = i - d through offset d, i.e. o is i's neighbour at -d (offset 26 - k)
             mirrored = weight.flip(0).transpose(1, 2).contiguous()
             grad_features = cpu_kernels.kernels().conv_forward(grad, mirrored, neighbours.by_voxel)
         if ctx.needs_input_grad[1]:
             grad_weight = cpu_kernels.kernels().conv_backward_weight(features, grad, neighbours.by_offset)
-        return grad_features, grad_weight, None
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad.sum(0)
+        return grad_features, grad_weight, grad_bias, None, None
 
 
-def submanifold_conv(features: Tensor, weight: Tensor, neighbours: Neighbours) -> Tensor:
+def submanifold_conv(features: Tensor, weight: Tensor, neighbours: Neighbours, bias: Tensor | None = None,
+                     relu: bool = False) -> Tensor:
     """``features [V, C_in]`` convolved with spconv-layout ``weight [C_out, 3, 3, 3, C_in]`` over the level's
-    ``neighbours`` -> ``[V, C_out]`` (no bias; differentiable in both)."""
+    ``neighbours`` -> ``[V, C_out]``, plus ``bias [C_out]`` and then a ReLU when asked (applied as each row is
+    written: no extra passes over the output); differentiable in features, weight and bias."""
     c_out, c_in = weight.shape[0], weight.shape[-1]
     per_offset = weight.permute(1, 2, 3, 4, 0).reshape(27, c_in, c_out)
-    return _SubmanifoldConv.apply(features.contiguous(), per_offset.to(features.dtype), neighbours)
+    if bias is not None:
+        bias = bias.to(features.dtype)
+    return _SubmanifoldConv.apply(features.contiguous(), per_offset.to(features.dtype), bias, neighbours, relu)

@@ -276,15 +276,16 @@ class SparseResidualNet(nn.Module):
             self._spconv(level, batch_size)
         x = level.features
         for i, (conv, bias) in enumerate(zip(self.convs, self.biases)):
-            y = convolve(conv, x) + bias
-            x = torch.relu(y) if i < len(self.convs) - 1 else y
+            x = convolve(conv, x, bias, i < len(self.convs) - 1)
         return x + self.skip(level.features)
 
     @staticmethod
     def _compiled(level: VoxelLevel):
-        """Layers on the CPU kernel, over the level's neighbour table (built once, shared by every layer)."""
+        """Layers on the CPU kernel, over the level's neighbour table (built once, shared by every layer); the
+        kernel adds the bias and applies the ReLU as it writes each row."""
         neighbours = level.neighbours()
-        return lambda conv, features: submanifold.submanifold_conv(features, conv.weight, neighbours)
+        return lambda conv, features, bias, relu: submanifold.submanifold_conv(features, conv.weight, neighbours,
+                                                                               bias, relu)
 
     def _spconv(self, level: VoxelLevel, batch_size: int):
         """Layers on spconv; the sparse tensor carries its rulebook (``indice_key``) from layer to layer."""
@@ -292,10 +293,11 @@ class SparseResidualNet(nn.Module):
         r = level.resolution
         state = spconv.SparseConvTensor(level.features, level.indices, [r, r, r], batch_size)
 
-        def convolve(conv, features: Tensor) -> Tensor:
+        def convolve(conv, features: Tensor, bias: Tensor, relu: bool) -> Tensor:
             nonlocal state
             state = conv(state.replace_feature(features))
-            return state.features
+            y = state.features + bias
+            return torch.relu(y) if relu else y
 
         return convolve
 

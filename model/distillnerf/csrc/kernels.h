@@ -7,7 +7,8 @@
 #include <vector>
 
 // submanifold_cpu.cpp: submanifold 3x3x3 sparse convolution
-at::Tensor conv_forward(const at::Tensor& features, const at::Tensor& weight, const at::Tensor& neighbours);
+at::Tensor conv_forward(const at::Tensor& features, const at::Tensor& weight, const at::Tensor& neighbours,
+                        const c10::optional<at::Tensor>& bias, bool relu);
 at::Tensor conv_backward_weight(const at::Tensor& features, const at::Tensor& grad,
                                 const at::Tensor& neighbours_by_offset);
 at::Tensor neighbour_table(const at::Tensor& keys, const at::Tensor& indices, int64_t resolution);

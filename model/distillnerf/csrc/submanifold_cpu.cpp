@@ -35,10 +35,12 @@ inline float lane_sum(Vec v) {
   return sum;
 }
 
-// float32 rows [begin, end): out[o] = sum_k features[neighbours[o, k]] @ weight[k], the first NV x 8 output
-// columns from `weight` [27, C_in, NV x 8], and with TAIL (0 or 1) one more column from `tail_weight` [27, C_in]
-// as a dot product over the input channels: the `cpu` model's 17 channels (16 + the density logit) padded to 24
-// would spend a third of the arithmetic on zeros. Rows of `out` are `out_stride` floats apart.
+// float32 rows [begin, end): out[o] = sum_k features[neighbours[o, k]] @ weight[k] (+ bias, then ReLU if `relu`),
+// the first NV x 8 output columns from `weight` [27, C_in, NV x 8], and with TAIL (0 or 1) one more column from
+// `tail_weight` [27, C_in] as a dot product over the input channels: the `cpu` model's 17 channels (16 + the
+// density logit) padded to 24 would spend a third of the arithmetic on zeros. Rows of `out` are `out_stride`
+// floats apart; `bias` (NV x 8 + TAIL floats, or null) and the ReLU are applied as the row is stored, saving two
+// passes over [V, C_out] and their allocations.
 // The accumulators are locals, so they stay in registers: accumulating in memory instead serialises every
 // multiply-add on a store-to-load round trip (measured 4x slower). U sets of them take U input channels in turn:
 // with one set, each multiply-add waits for the previous one on the same accumulator (4 cycles of latency, and
@@ -48,9 +50,13 @@ inline __attribute__((always_inline)) void conv_rows_f32(const float* __restrict
                                                          const float* __restrict__ weight,
                                                          const float* __restrict__ tail_weight,
                                                          const int32_t* __restrict__ neighbours,
+                                                         const float* __restrict__ bias, bool relu,
                                                          float* __restrict__ out, int64_t begin, int64_t end,
                                                          int64_t c_in, int64_t out_stride) {
   constexpr int width = NV * kLanes;
+  Vec bias_vectors[NV];
+  for (int b = 0; b < NV; ++b) bias_vectors[b] = bias != nullptr ? load(bias + b * kLanes) : Vec{};
+  const float tail_bias = TAIL && bias != nullptr ? bias[width] : 0.0f;
   constexpr int U = NV <= 2 ? 4 : NV <= 4 ? 3 : NV <= 6 ? 2 : 1;  // U x NV <= 12 of the 16 vector registers
   for (int64_t o = begin; o < end; ++o) {
     Vec acc[U][NV];
@@ -90,12 +96,16 @@ inline __attribute__((always_inline)) void conv_rows_f32(const float* __restrict
     float* row = out + o * out_stride;
 #pragma GCC unroll 16
     for (int b = 0; b < NV; ++b) {
-      Vec sum = acc[0][b];
+      Vec sum = acc[0][b] + bias_vectors[b];
 #pragma GCC unroll 16
       for (int u = 1; u < U; ++u) sum += acc[u][b];
+      if (relu) sum = sum > Vec{} ? sum : Vec{};
       store(row + b * kLanes, sum);
     }
-    if (TAIL) row[width] = tail_sum + lane_sum(tail_acc);
+    if (TAIL) {
+      const float value = tail_sum + lane_sum(tail_acc) + tail_bias;
+      row[width] = relu && value < 0.0f ? 0.0f : value;
+    }
   }
 }
 
@@ -181,9 +191,9 @@ inline __attribute__((always_inline)) void weight_grad_f32(const float* __restri
 #endif
 
 template <int NV, int TAIL>
-void conv_f32_generic(const float* f, const float* w, const float* wt, const int32_t* nb, float* out, int64_t b,
-                      int64_t e, int64_t c_in, int64_t stride) {
-  conv_rows_f32<NV, TAIL>(f, w, wt, nb, out, b, e, c_in, stride);
+void conv_f32_generic(const float* f, const float* w, const float* wt, const int32_t* nb, const float* bias,
+                      bool relu, float* out, int64_t b, int64_t e, int64_t c_in, int64_t stride) {
+  conv_rows_f32<NV, TAIL>(f, w, wt, nb, bias, relu, out, b, e, c_in, stride);
 }
 template <int NV>
 void grad_f32_generic(const float* f, const float* g, const int32_t* nb, float* gw, int64_t b, int64_t e,
@@ -192,9 +202,10 @@ void grad_f32_generic(const float* f, const float* g, const int32_t* nb, float* 
 }
 #if DISTILLNERF_HAS_AVX2
 template <int NV, int TAIL>
-DISTILLNERF_AVX2 void conv_f32_avx2(const float* f, const float* w, const float* wt, const int32_t* nb, float* out,
-                                    int64_t b, int64_t e, int64_t c_in, int64_t stride) {
-  conv_rows_f32<NV, TAIL>(f, w, wt, nb, out, b, e, c_in, stride);
+DISTILLNERF_AVX2 void conv_f32_avx2(const float* f, const float* w, const float* wt, const int32_t* nb,
+                                    const float* bias, bool relu, float* out, int64_t b, int64_t e, int64_t c_in,
+                                    int64_t stride) {
+  conv_rows_f32<NV, TAIL>(f, w, wt, nb, bias, relu, out, b, e, c_in, stride);
 }
 template <int NV>
 DISTILLNERF_AVX2 void grad_f32_avx2(const float* f, const float* g, const int32_t* nb, float* gw, int64_t b,
@@ -212,8 +223,8 @@ bool cpu_has_avx2() {
 #endif
 }
 
-using ConvRows = void (*)(const float*, const float*, const float*, const int32_t*, float*, int64_t, int64_t,
-                          int64_t, int64_t);
+using ConvRows = void (*)(const float*, const float*, const float*, const int32_t*, const float*, bool, float*,
+                          int64_t, int64_t, int64_t, int64_t);
 using GradRows = void (*)(const float*, const float*, const int32_t*, float*, int64_t, int64_t, int64_t, int64_t,
                           bool);
 
@@ -253,11 +264,12 @@ int64_t padded_vectors(int64_t c_out) {
 
 // Any dtype, any width: the reference-speed path (float64 for gradient checks, widths the table above lacks).
 template <typename scalar_t>
-void conv_rows_any(const scalar_t* features, const scalar_t* weight, const int32_t* neighbours, scalar_t* out,
-                   int64_t begin, int64_t end, int64_t c_in, int64_t c_out) {
+void conv_rows_any(const scalar_t* features, const scalar_t* weight, const int32_t* neighbours,
+                   const scalar_t* bias, bool relu, scalar_t* out, int64_t begin, int64_t end, int64_t c_in,
+                   int64_t c_out) {
   for (int64_t o = begin; o < end; ++o) {
     scalar_t* row = out + o * c_out;
-    for (int64_t j = 0; j < c_out; ++j) row[j] = 0;
+    for (int64_t j = 0; j < c_out; ++j) row[j] = bias != nullptr ? bias[j] : scalar_t(0);
     for (int k = 0; k < kOffsets; ++k) {
       const int32_t n = neighbours[o * kOffsets + k];
       if (n < 0) continue;
@@ -266,6 +278,8 @@ void conv_rows_any(const scalar_t* features, const scalar_t* weight, const int32
       for (int64_t i = 0; i < c_in; ++i)
         for (int64_t j = 0; j < c_out; ++j) row[j] += x[i] * w[i * c_out + j];
     }
+    if (relu)
+      for (int64_t j = 0; j < c_out; ++j) row[j] = row[j] < scalar_t(0) ? scalar_t(0) : row[j];
   }
 }
 
@@ -304,16 +318,23 @@ void check_inputs(const at::Tensor& features, const at::Tensor& neighbours) {
 
 }  // namespace
 
-// features [V, C_in], weight [27, C_in, C_out], neighbours [V, 27] int32 -> [V, C_out]
-at::Tensor conv_forward(const at::Tensor& features_in, const at::Tensor& weight_in, const at::Tensor& neighbours_in) {
+// features [V, C_in], weight [27, C_in, C_out], neighbours [V, 27] int32, optional bias [C_out], relu ->
+// [V, C_out] (relu(conv + bias) when relu is set)
+at::Tensor conv_forward(const at::Tensor& features_in, const at::Tensor& weight_in, const at::Tensor& neighbours_in,
+                        const c10::optional<at::Tensor>& bias_in, bool relu) {
   check_inputs(features_in, neighbours_in);
   TORCH_CHECK(weight_in.dim() == 3 && weight_in.size(0) == kOffsets && weight_in.size(1) == features_in.size(1),
               "submanifold_cpu: weight must be [27, C_in, C_out] with C_in = ", features_in.size(1), ", got ",
               weight_in.sizes());
   TORCH_CHECK(weight_in.scalar_type() == features_in.scalar_type(), "submanifold_cpu: dtype mismatch");
+  const bool has_bias = bias_in.has_value() && bias_in->defined();
+  TORCH_CHECK(!has_bias || (bias_in->dim() == 1 && bias_in->size(0) == weight_in.size(2) &&
+                            bias_in->scalar_type() == features_in.scalar_type()),
+              "submanifold_cpu: bias must be [C_out] of the features' dtype");
   const auto features = features_in.contiguous();
   const auto weight = weight_in.contiguous();
   const auto neighbours = neighbours_in.contiguous();
+  const auto bias = has_bias ? bias_in->contiguous() : at::Tensor();
   const int64_t v = features.size(0), c_in = features.size(1), c_out = weight.size(2);
   // C_out = 8 x NV + 1 (17, 33, ...): NV vectors and one dot-product column; otherwise padded to whole vectors
   const bool tail = c_out > kLanes && c_out % kLanes == 1;
@@ -324,15 +345,17 @@ at::Tensor conv_forward(const at::Tensor& features_in, const at::Tensor& weight_
     const int64_t width = vectors * kLanes;
     const auto w = tail ? weight.narrow(2, 0, width).contiguous() : pad_columns(weight, width);
     const auto wt = tail ? weight.select(2, width).contiguous() : w;
+    const auto b = has_bias && !tail ? pad_columns(bias, width) : bias;  // the tail's bias follows its vectors'
     const int64_t stride = tail ? c_out : width;
     auto out = at::empty({v, stride}, features.options());
     const float* fp = features.data_ptr<float>();
     const float* wp = w.data_ptr<float>();
     const float* wtp = wt.data_ptr<float>();
+    const float* bp = has_bias ? b.data_ptr<float>() : nullptr;
     const int32_t* np = neighbours.data_ptr<int32_t>();
     float* op = out.data_ptr<float>();
     at::parallel_for(0, v, 256, [&](int64_t begin, int64_t end) {
-      conv(fp, wp, wtp, np, op, begin, end, c_in, stride);
+      conv(fp, wp, wtp, np, bp, relu, op, begin, end, c_in, stride);
     });
     return stride == c_out ? out : out.narrow(1, 0, c_out).contiguous();
   }
@@ -340,10 +363,11 @@ at::Tensor conv_forward(const at::Tensor& features_in, const at::Tensor& weight_
   AT_DISPATCH_FLOATING_TYPES(features.scalar_type(), "submanifold_conv_forward", [&] {
     const scalar_t* fp = features.data_ptr<scalar_t>();
     const scalar_t* wp = weight.data_ptr<scalar_t>();
+    const scalar_t* bp = has_bias ? bias.data_ptr<scalar_t>() : nullptr;
     const int32_t* np = neighbours.data_ptr<int32_t>();
     scalar_t* op = out.data_ptr<scalar_t>();
     at::parallel_for(0, v, 256, [&](int64_t begin, int64_t end) {
-      conv_rows_any<scalar_t>(fp, wp, np, op, begin, end, c_in, c_out);
+      conv_rows_any<scalar_t>(fp, wp, np, bp, relu, op, begin, end, c_in, c_out);
     });
   });
   return out;
