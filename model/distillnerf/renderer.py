@@ -169,7 +169,9 @@ def _render_compiled(field: SparseVoxelField, batch: Tensor, origins: Tensor, di
                      ) -> dict[str, Tensor]:
     r, s = t.shape
     index = field.index
-    table = torch.cat([field.decoded[name] for name in channels], dim=1) if channels else t.new_zeros(0, 0)
+    tables = [field.decoded[name] for name in channels]
+    # one channel (the node's render features) is read in place: a cat would copy every voxel's row
+    table = tables[0] if len(tables) == 1 else torch.cat(tables, dim=1) if tables else t.new_zeros(0, 0)
     weights, rows, opacity, weighted_distance, sums = cpu_kernels.kernels().march(
         t.contiguous(), sample_deltas(t, far).contiguous(), origins, directions,
         batch if field.batch_size > 1 else batch.new_zeros(0), field.coarse.dense_rows(), index.blocks,
