@@ -72,7 +72,8 @@ def candidate_convolution(reduced: Tensor, depth_code: Tensor, first: nn.Conv3d,
     """The stage-2 candidate network, ``second(relu(first(volume)))`` with 3x3x3 kernels over (candidate, row,
     column), on the volume ``[reduced [B,C,h,w] repeated at each of the K candidates; depth_code [B,K,h,w]]`` ->
     ``[B, O, K, h, w]``, without building the volume: equal to the two Conv3d up to float rounding
-    (test_model_depth.py), about 2.5x faster forward and backward on the CPU.
+    (test_model_depth.py); at the `cpu` model's shapes forward 2.7x and with its backward 2.3x faster on one CPU
+    thread, 1.6x and 1.3x on two (docs/model.md).
 
     The reduced features are the same at every candidate, so the first layer's share of them is, at each candidate,
     a 2D convolution with the kernel summed over the candidate offsets that exist there (all three inside, two at

@@ -169,9 +169,9 @@ def _render_compiled(field: SparseVoxelField, batch: Tensor, origins: Tensor, di
                      ) -> dict[str, Tensor]:
     r, s = t.shape
     index = field.index
-    tables = [field.decoded[name] for name in channels]
+    tables = [field.decoded[name] for name in channels] or [t.new_zeros(0, 0)]
     # one channel (the node's render features) is read in place: a cat would copy every voxel's row
-    table = tables[0] if len(tables) == 1 else torch.cat(tables, dim=1) if tables else t.new_zeros(0, 0)
+    table = tables[0] if len(tables) == 1 else torch.cat(tables, dim=1)
     weights, rows, opacity, weighted_distance, sums = cpu_kernels.kernels().march(
         t.contiguous(), sample_deltas(t, far).contiguous(), origins, directions,
         batch if field.batch_size > 1 else batch.new_zeros(0), field.coarse.dense_rows(), index.blocks,
