@@ -104,6 +104,9 @@ def test_eval_cli(synth_root, tiny_checkpoint, tmp_path, capsys):
     # class offsets are fitted on training keyframes, never on the held-out suite; and they need class prototypes
     assert cli_main(["eval", "--checkpoint", str(tiny_checkpoint), "--suite", "heldout", "--fit-class-offsets"]) == 2
     assert "never on a held-out suite" in capsys.readouterr().err
+    assert cli_main(["eval", "--checkpoint", str(tiny_checkpoint), "--suite", "heldout",
+                     "--relevance-temperature-sweep", "0.25,0.4"]) == 2
+    assert "--relevance-temperature-sweep: calibration runs on training keyframes" in capsys.readouterr().err
     assert cli_main(["eval", "--checkpoint", str(tiny_checkpoint), "--data", str(synth_root), "--version",
                      "v1.0-synth", "--max-samples", "1", "--fit-class-offsets"]) == 2
     assert "needs a checkpoint with a text encoder" in capsys.readouterr().err
@@ -138,6 +141,13 @@ def test_evaluate_with_text_encoder_reports_semantic_miou(synth_root, tmp_path):
     assert query is not None and set(query["per_class_ap"]) == {n.replace("_", " ") for n in OCC3D_CLASSES[:17]}
     known = [v for v in query["per_class_ap"].values() if v is not None]
     assert known and all(0.0 <= v <= 1.0 for v in known) and query["map"] == pytest.approx(sum(known) / len(known))
+    # the relevance temperature sweep: the configured temperature's entry is the reported mAP; others differ
+    swept = run(path, synth_root, "v1.0-synth", device="cpu", max_samples=2, temperature_sweep=(0.05, 4.0))["query"]
+    own = str(query["temperature"])
+    assert set(swept["temperature_sweep"]) == {own, "0.05", "4.0"} and swept["map"] == pytest.approx(query["map"])
+    assert swept["temperature_sweep"][own] == pytest.approx(query["map"])
+    assert all(0.0 <= m <= 1.0 for m in swept["temperature_sweep"].values())
+    assert "temperature_sweep" not in query  # only when asked
 
 
 def test_camera_dropout_scores_outside_the_dropped_view(synth_root, tiny_checkpoint):

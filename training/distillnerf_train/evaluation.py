@@ -46,16 +46,21 @@ class SemanticScores:
     voxels that the ground truth marks occupied, the relevance of each class prompt (against the others and the
     background words, as the node's query computes it) ranks the voxels; AP against membership of that class."""
 
-    def __init__(self, perception: Perception, target_prototypes: torch.Tensor | None = None) -> None:
+    def __init__(self, perception: Perception, target_prototypes: torch.Tensor | None = None,
+                 temperature_sweep: tuple[float, ...] = ()) -> None:
         self.perception = perception
         self.prototypes = perception._text_embeddings(CLASS_NAMES + ["sky"])
         self.target_prototypes = self.prototypes if target_prototypes is None else \
             target_prototypes.to(self.prototypes.device, self.prototypes.dtype)
         words, self.temperature = perception.relevance_settings()
+        if any(t <= 0 for t in temperature_sweep):
+            raise ValueError(f"relevance temperatures must be positive, got {temperature_sweep}")
+        # the configured temperature first: its AP is the report's; the sweep's only calibrate it
+        self.temperatures = list(dict.fromkeys((self.temperature, *temperature_sweep)))
         self.alternatives = [perception._text_embeddings([w for w in words if w != name]) for name in CLASS_NAMES]
         self.correct = np.zeros(len(CLASS_NAMES) + 1)
         self.total = np.zeros(len(CLASS_NAMES) + 1)
-        self.scores: list[np.ndarray] = []
+        self.scores: dict[float, list[np.ndarray]] = {t: [] for t in self.temperatures}
         self.labels: list[np.ndarray] = []
 
     def update_2d(self, rendered: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> None:
@@ -78,9 +83,10 @@ class SemanticScores:
         _, surface = occupancy_and_surface(model, field, self.perception.grid, config.occupancy_subsamples,
                                            config.occupancy_threshold)
         features = model.query_features(field, surface[0][torch.from_numpy(keep)][None])[0]
-        per_class = [relevance(features, self.prototypes[c], self.alternatives[c], self.temperature)
-                     for c in range(len(CLASS_NAMES))]
-        self.scores.append(torch.stack(per_class, 1).cpu().numpy().astype(np.float32))
+        for temperature, scores in self.scores.items():
+            per_class = [relevance(features, self.prototypes[c], self.alternatives[c], temperature)
+                         for c in range(len(CLASS_NAMES))]
+            scores.append(torch.stack(per_class, 1).cpu().numpy().astype(np.float32))
         self.labels.append(gt[keep].astype(np.int64))
 
     def compute(self) -> dict:
@@ -88,12 +94,19 @@ class SemanticScores:
         result = {"accuracy_2d": float(self.correct.sum() / max(self.total.sum(), 1)),
                   "class_accuracy_2d": float((self.correct[present] / self.total[present]).mean())
                   if present.any() else None}
-        if self.scores:
-            scores, labels = np.concatenate(self.scores), np.concatenate(self.labels)
-            per_class = {name: average_precision(scores[:, c], labels == c) for c, name in enumerate(CLASS_NAMES)}
-            known = [v for v in per_class.values() if not np.isnan(v)]
+        if self.labels:
+            labels = np.concatenate(self.labels)
+            by_temperature = {}
+            for temperature, scores in self.scores.items():
+                scores = np.concatenate(scores)
+                per_class = {name: average_precision(scores[:, c], labels == c) for c, name in enumerate(CLASS_NAMES)}
+                known = [v for v in per_class.values() if not np.isnan(v)]
+                by_temperature[temperature] = (per_class, float(np.mean(known)) if known else None)
+            per_class, mean_ap = by_temperature[self.temperature]
             result.update(per_class_ap={k: (None if np.isnan(v) else v) for k, v in per_class.items()},
-                          map=float(np.mean(known)) if known else None, voxels=int(labels.shape[0]))
+                          map=mean_ap, voxels=int(labels.shape[0]), temperature=self.temperature)
+            if len(self.temperatures) > 1:
+                result["temperature_sweep"] = {str(t): by_temperature[t][1] for t in self.temperatures}
         return result
 
 
@@ -136,14 +149,16 @@ def evaluate(checkpoint: str | Path, dataroot: str | Path, version: str, scenes:
              device: str = "auto", max_samples: int | None = None, min_depth: float = 1e-3,
              max_depth: float = 80.0, progress: bool = False, occupancy_sweep: tuple[float, ...] = (),
              free_space_sweep: tuple[float, ...] = (), drop_cameras: tuple[int, ...] = (),
-             fit_class_offsets: bool = False) -> dict:
+             fit_class_offsets: bool = False, temperature_sweep: tuple[float, ...] = ()) -> dict:
     """Score a checkpoint on every keyframe of a dataroot; returns a JSON-ready dict. ``occupancy_sweep``: also
     the geometric IoU at each of these occupancy thresholds (calibrate the threshold on training scenes);
     ``free_space_sweep``: also at each free-space margin, and with carving off, for each of those thresholds (or the
     model's).
     ``drop_cameras``: also the geometric IoU with that many cameras dropped (rotating over the keyframes), scored
     against the all-camera prediction on the same voxels: camera-visible ones outside the dropped cameras' view.
-    ``fit_class_offsets``: also fit the model config's ``class_score_offsets`` on these keyframes (training ones)."""
+    ``fit_class_offsets``: also fit the model config's ``class_score_offsets`` on these keyframes (training ones).
+    ``temperature_sweep``: also the query mAP at each of these relevance temperatures (calibrate
+    ``relevance_temperature`` on training scenes)."""
     perception = Perception.from_checkpoint(checkpoint, device=device)
     model, config, dev = perception.model, perception.config, perception.device
     if is_dgp_dataset(dataroot):  # a second real rig (DDAD): depth against its LiDAR
@@ -171,8 +186,10 @@ def evaluate(checkpoint: str | Path, dataroot: str | Path, version: str, scenes:
     dropout = {count: tuple(Occ3DMetrics() for _ in range(4)) for count in drop_cameras}
     timings: dict[str, list[float]] = {}
     semantic = perception.text_encoder is not None
-    semantic_scores = SemanticScores(perception, stored_prototypes(dataset)) if semantic and config.feature_head \
-        else None
+    semantic_scores = SemanticScores(perception, stored_prototypes(dataset), temperature_sweep) \
+        if semantic and config.feature_head else None
+    if temperature_sweep and semantic_scores is None:
+        raise ValueError("a relevance temperature sweep needs a checkpoint with a feature head and a text encoder")
     if fit_class_offsets and not semantic:
         raise ValueError("fitting class offsets needs a checkpoint with a text encoder (class prototypes)")
     offset_fit = ClassOffsetFit() if fit_class_offsets else None
@@ -319,6 +336,9 @@ def format_report(report: dict) -> str:
     for threshold, by_margin in (report.get("free_space_sweep") or {}).items():
         lines.append(f"IoU at threshold {threshold} by free-space margin (m) " +
                      "  ".join(f"{m}: {iou:.2f}" for m, iou in by_margin.items()))
+    if q and q.get("temperature_sweep"):
+        lines.append("query mAP by relevance temperature " +
+                     "  ".join(f"{t}: {m:.4f}" for t, m in q["temperature_sweep"].items() if m is not None))
     if report.get("class_offsets"):
         fit = report["class_offsets"]
         lines.append(f"class offsets    mIoU {fit['miou_without']:.2f} -> {fit['miou_with']:.2f} with "

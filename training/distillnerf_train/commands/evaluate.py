@@ -33,6 +33,9 @@ def add_parser(subparsers, name: str) -> argparse.ArgumentParser:
                    help="also report the geometric IoU with free-space carving at each margin in metres, and off, "
                         "at each --occupancy-sweep threshold (or the model's); calibrate on training scenes, then "
                         "set free_space_margin in the model config and run distillnerf export")
+    p.add_argument("--relevance-temperature-sweep", type=_temperatures, default=(), metavar="T,T,...",
+                   help="also report the query mAP at each relevance temperature (calibrate on training scenes, then "
+                        "set relevance_temperature in configs/foundation/semantic_vocabulary.yaml)")
     p.add_argument("--drop-cameras", type=_counts, default=(), metavar="K,K,...",
                    help="also score occupancy with K cameras dropped (e.g. 1,2), outside the dropped cameras' view")
     p.add_argument("--fit-class-offsets", action="store_true",
@@ -60,6 +63,7 @@ def _comma_separated(kind, low, high, what: str, closed_high: bool = True):
 _counts = _comma_separated(int, 1, 5, "camera counts")
 _thresholds = _comma_separated(float, 0.0, 1.0, "thresholds", closed_high=False)
 _margins = _comma_separated(float, 0.0, 100.0, "margins (metres)")
+_temperatures = _comma_separated(float, 1e-3, 100.0, "temperatures")
 
 
 def run(args) -> int:
@@ -68,9 +72,13 @@ def run(args) -> int:
     if bool(args.data) == bool(args.suite):
         print("distillnerf eval: error: give either --data DIR or --suite NAME", file=sys.stderr)
         return 2
-    if args.suite and args.fit_class_offsets:
-        print("distillnerf eval: error: --fit-class-offsets fits on training keyframes (--data), never on a "
-              "held-out suite", file=sys.stderr)
+    calibration = [flag for flag, used in (("--fit-class-offsets", args.fit_class_offsets),
+                                           ("--occupancy-sweep", args.occupancy_sweep),
+                                           ("--free-space-sweep", args.free_space_sweep),
+                                           ("--relevance-temperature-sweep", args.relevance_temperature_sweep)) if used]
+    if args.suite and calibration:
+        print(f"distillnerf eval: error: {', '.join(calibration)}: calibration runs on training keyframes "
+              "(--data), never on a held-out suite", file=sys.stderr)
         return 2
     if args.suite:
         return run_suite(args)
@@ -78,7 +86,8 @@ def run(args) -> int:
         report = evaluate(args.checkpoint, args.data, args.version, scenes=args.scenes, device=args.device,
                           max_samples=args.max_samples, progress=not args.json and sys.stderr.isatty(),
                           occupancy_sweep=args.occupancy_sweep, free_space_sweep=args.free_space_sweep,
-                          drop_cameras=args.drop_cameras, fit_class_offsets=args.fit_class_offsets)
+                          drop_cameras=args.drop_cameras, fit_class_offsets=args.fit_class_offsets,
+                          temperature_sweep=args.relevance_temperature_sweep)
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         print(f"distillnerf eval: error: {error}", file=sys.stderr)
         return 2
