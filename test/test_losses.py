@@ -255,6 +255,50 @@ def test_feature_contrast_is_class_balanced_and_prefers_the_right_prototype():
     assert loss.class_prototypes.shape == (3, 2)
 
 
+def test_class_balanced_depth_weighs_a_rare_class_as_much_as_the_road():
+    from distillnerf_train.losses import class_balanced_log_depth_loss
+
+    prototypes = torch.tensor([[0.0, 0.0], [1.0, 0.0]])
+    # 30 road pixels (class 0) with exact depth, 2 car pixels (class 1) 20 % too far
+    target_features = torch.cat([prototypes[0].expand(30, 2), prototypes[1].expand(2, 2)]).T.reshape(1, 1, 2, 4, 8)
+    target = torch.full((1, 1, 4, 8), 10.0)
+    pred = target.clone().reshape(1, 1, 32)
+    pred[..., 30:] = 12.0
+    pred = pred.reshape(1, 1, 4, 8)
+    valid = torch.ones(1, 1, 4, 8, dtype=torch.bool)
+    from distillnerf_train.semantic_losses import pixel_classes
+
+    classes = pixel_classes(target_features, prototypes)
+    assert classes.reshape(-1).tolist() == [0] * 30 + [1] * 2
+    balanced = class_balanced_log_depth_loss(pred, target, valid, classes, 2, 1.0, 80.0)
+    # the mean of the two classes' errors (0 and log 1.2), not the pixel mean (2/32 of log 1.2)
+    assert float(balanced) == pytest.approx(0.5 * math.log(1.2), rel=1e-5)
+    # beyond the range (sky at 115 m) a pixel does not count
+    far = target.clone().reshape(1, 1, 32)
+    far[..., 30:] = 115.0
+    assert float(class_balanced_log_depth_loss(pred, far.reshape(1, 1, 4, 8), valid, classes, 2, 1.0, 80.0)) == 0.0
+    # in the loss: the rendered and the stage-1 depth, cameras with both targets; gradients reach both
+    with pytest.raises(ValueError, match="class prototypes"):
+        DistillNeRFLoss(LossConfig(depth_class_balance=1.0))
+    depth = pred.clone().requires_grad_(True)
+    coarse = torch.full((1, 1, 8, 16), 10.0, requires_grad=True)  # the input size, pooled to the target's
+    out = {"depth": depth, "coarse_depth": coarse}
+    batch = {"dense_depth": target, "dense_depth_valid": torch.ones(1, 1, dtype=torch.bool),
+             "features": target_features, "features_valid": torch.ones(1, 1, dtype=torch.bool),
+             "camera_valid": torch.ones(1, 1, dtype=torch.bool)}
+    total, terms = DistillNeRFLoss(LossConfig(rgb_l1=0.0, features=0.0, lidar_depth=0.0, lidar_coarse_depth=0.0,
+                                              dense_depth=0.0, entropy=0.0, opacity=0.0, depth_class_balance=2.0),
+                                   prototypes)(out, batch)
+    assert set(terms) == {"depth_class_balance"}
+    assert terms["depth_class_balance"] == pytest.approx(2.0 * 0.5 * math.log(1.2), rel=1e-5)
+    total.backward()
+    assert depth.grad[0, 0].reshape(-1)[30:].abs().min() > 0 and coarse.grad is not None
+    batch["features_valid"] = torch.zeros(1, 1, dtype=torch.bool)  # no feature target: no class, no term
+    with pytest.raises(ValueError, match="nothing to train on"):
+        DistillNeRFLoss(LossConfig(rgb_l1=0.0, features=0.0, lidar_depth=0.0, lidar_coarse_depth=0.0, dense_depth=0.0,
+                                   entropy=0.0, opacity=0.0, depth_class_balance=1.0), prototypes)(out, batch)
+
+
 def test_voxel_contrast_asks_each_contributing_voxel_for_its_class():
     from distillnerf_train.semantic_losses import voxel_contrast_loss
 

@@ -14,6 +14,12 @@ def feature_l1_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tenso
     return masked_mean((pred - target).abs(), camera_mask(valid, pred))
 
 
+def pixel_classes(target: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+    """[B,N,h,w] index of the class prototype [C,F] nearest each pixel's target feature [B,N,F,h,w]."""
+    t = target.permute(0, 1, 3, 4, 2).float()
+    return torch.cdist(t.reshape(-1, t.shape[-1]), prototypes.to(t)).argmin(dim=1).reshape(t.shape[:-1])
+
+
 def feature_contrast_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, prototypes: torch.Tensor,
                           temperature: float) -> torch.Tensor:
     """Class-balanced cross-entropy of rendered features ``[B,N,F,h,w]`` against class ``prototypes`` [C,F]; each
