@@ -220,3 +220,22 @@ def test_2d_class_truth_is_read_in_the_targets_own_space(synth_root, tmp_path):
     in_checkpoint_space = SemanticScores(perception)
     in_checkpoint_space.update_2d(perfect[0], target[0], valid[0])
     assert in_checkpoint_space.compute()["accuracy_2d"] < 1.0
+
+
+def test_class_depth_errors_pool_pixels_per_class_of_their_feature_target():
+    from distillnerf_train.evaluation import ClassDepthErrors
+
+    prototypes = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    # one camera, 2x3 pixels: four 'road' (class 0) pixels exact, two 'car' (class 1) pixels 10 % and 30 % off
+    features = torch.stack([prototypes[c] for c in (0, 0, 0, 0, 1, 1)]).T.reshape(1, 2, 2, 3)
+    target = torch.full((1, 2, 3), 10.0)
+    pred = torch.tensor([[[10.0, 10.0, 10.0], [10.0, 11.0, 13.0]]])
+    errors = ClassDepthErrors(prototypes, ["road", "car", "sky"])
+    errors.update(pred, target, features, 1e-3, 80.0)
+    target_far = target.clone()
+    target_far[0, 1, 2] = 115.0  # beyond the range (the sky's depth): not scored
+    errors.update(pred, target_far, features, 1e-3, 80.0)
+    result = errors.compute()
+    assert set(result) == {"road", "car"}  # no sky pixel
+    assert result["road"] == {"abs_rel": 0.0, "pixels": 8}
+    assert result["car"]["pixels"] == 3 and result["car"]["abs_rel"] == pytest.approx((0.1 + 0.3 + 0.1) / 3)

@@ -110,6 +110,34 @@ class SemanticScores:
         return result
 
 
+class ClassDepthErrors:
+    """Depth AbsRel against the dense depth per class, pooled over pixels: each pixel's class is the prototype
+    nearest its feature target (as for the 2D accuracy). Shows which things the depth fails on (near cars and
+    people) when road and buildings fill most pixels and hold the image-averaged figure down."""
+
+    def __init__(self, prototypes: torch.Tensor, names: list[str]) -> None:
+        self.prototypes, self.names = prototypes, names
+        self.error = np.zeros(len(names))
+        self.pixels = np.zeros(len(names), dtype=np.int64)
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor, features: torch.Tensor, min_depth: float,
+               max_depth: float) -> None:
+        """pred / target [N,h,w] of the cameras to score, their feature targets [N,F,h,w]."""
+        ok = (target > min_depth) & (target <= max_depth)
+        if not bool(ok.any()):
+            return
+        t = features.permute(0, 2, 3, 1)[ok].float()
+        classes = nearest_class(t, self.prototypes.to(t)).cpu().numpy()
+        p = pred[ok].float().clamp(min_depth, max_depth)
+        rel = ((p - target[ok]).abs() / target[ok]).double().cpu().numpy()
+        np.add.at(self.error, classes, rel)
+        np.add.at(self.pixels, classes, 1)
+
+    def compute(self) -> dict:
+        return {name: {"abs_rel": float(self.error[c] / self.pixels[c]), "pixels": int(self.pixels[c])}
+                for c, name in enumerate(self.names) if self.pixels[c]}
+
+
 def stored_prototypes(dataset) -> torch.Tensor | None:
     """The class prototypes ``distillnerf features`` stored beside a dataset's feature targets, in
     ``CLASS_NAMES + ["sky"]`` order, or None (no targets, or written before prototypes were stored)."""
@@ -188,6 +216,8 @@ def evaluate(checkpoint: str | Path, dataroot: str | Path, version: str, scenes:
     semantic = perception.text_encoder is not None
     semantic_scores = SemanticScores(perception, stored_prototypes(dataset), temperature_sweep) \
         if semantic and config.feature_head else None
+    class_depth = ClassDepthErrors(semantic_scores.target_prototypes, CLASS_NAMES + ["sky"]) \
+        if semantic_scores is not None else None
     if temperature_sweep and semantic_scores is None:
         raise ValueError("a relevance temperature sweep needs a checkpoint with a feature head and a text encoder")
     if fit_class_offsets and not semantic:
@@ -216,6 +246,10 @@ def evaluate(checkpoint: str | Path, dataroot: str | Path, version: str, scenes:
                                      batch["next_cam_to_ego"][:, :, None])
                 next_valid = batch["next_camera_valid"][0]
                 novel.update(_image_scores(views["rgb"][0, :, 0], batch["next_images"][0], next_valid))
+            if class_depth is not None and "features" in batch and bool(batch["features_valid"][0].any()):
+                cams = dense_valid & batch["features_valid"][0]
+                class_depth.update(out["depth"][0][cams], batch["dense_depth"][0][cams], batch["features"][0][cams],
+                                   min_depth, max_depth)
             if semantic_scores is not None and "features" in batch and "features" in out:
                 semantic_scores.update_2d(out["features"][0], batch["features"][0],
                                           valid & batch["features_valid"][0])
@@ -282,6 +316,8 @@ def evaluate(checkpoint: str | Path, dataroot: str | Path, version: str, scenes:
     else:
         report["occupancy"] = None
     report["query"] = semantic_scores.compute() if semantic_scores is not None else None
+    by_class = class_depth.compute() if class_depth is not None else {}
+    report["depth_dense_by_class"] = by_class or None
     if offset_fit is not None and offset_fit.keyframes:
         report["class_offsets"] = offset_fit.fit()
     if dropout:
@@ -313,6 +349,9 @@ def format_report(report: dict) -> str:
                          f"RMSE-log {d['rmse_log']:.3f}  d1 {d['d1']:.3f}  d2 {d['d2']:.3f}  d3 {d['d3']:.3f}")
         else:
             lines.append(f"{label:16s} - (no ground truth)")
+    if report.get("depth_dense_by_class"):
+        largest = sorted(report["depth_dense_by_class"].items(), key=lambda item: -item[1]["pixels"])[:8]
+        lines.append("AbsRel by class " + "  ".join(f"{name} {d['abs_rel']:.3f}" for name, d in largest))
     occ = report["occupancy"]
     if occ is None:
         lines.append("occupancy        - (no Occ3D ground truth)")
