@@ -185,7 +185,7 @@ def test_2d_class_truth_is_read_in_the_targets_own_space(synth_root, tmp_path):
     from distillnerf.foundation import FeatureReducer, OpenClipTextEncoder, save_random_open_clip_weights
     from distillnerf.perception import Perception
     from distillnerf_train.data import DataConfig, NuScenesKeyframes
-    from distillnerf_train.evaluation import SemanticScores, stored_prototypes
+    from distillnerf_train.class_scores import SemanticScores, stored_prototypes
     from distillnerf_train.features.semantic import write_semantic_targets
 
     root = tmp_path / "data"
@@ -223,7 +223,7 @@ def test_2d_class_truth_is_read_in_the_targets_own_space(synth_root, tmp_path):
 
 
 def test_class_depth_errors_pool_pixels_per_class_of_their_feature_target():
-    from distillnerf_train.evaluation import ClassDepthErrors
+    from distillnerf_train.class_scores import ClassDepthErrors
 
     prototypes = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     # one camera, 2x3 pixels: four 'road' (class 0) pixels exact, two 'car' (class 1) pixels 10 % and 30 % off
