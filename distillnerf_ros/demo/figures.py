@@ -145,7 +145,8 @@ def figure_query(frame: FrameResult, path: Path, text: str) -> Path | None:
     fig, ax = plt.subplots(figsize=(5, 4.6))
     shown = ax.imshow(heat[::-1, ::-1], extent=(40, -40, -40, 40), cmap="inferno", vmin=0.0, vmax=1.0)
     ax.plot([0], [0], marker="^", color="tab:cyan", markersize=8)
-    ax.set_title(f"open-vocabulary query \"{text}\" (relevance vs the class vocabulary, max per column)", fontsize=9)
+    ax.set_title(f"query \"{text}\": relevance against the class vocabulary\n"
+                 "(open vocabulary, highest per column)", fontsize=9)
     ax.set_xlabel("y (m, left)")
     ax.set_ylabel("x (m, forward)")
     fig.colorbar(shown, ax=ax, label="relevance")
