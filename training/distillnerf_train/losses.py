@@ -266,12 +266,32 @@ class DistillNeRFLoss(torch.nn.Module):
         super().__init__()
         self.config = config
         self.perceptual = VGGPerceptualLoss(config.lpips_vgg_weights) if config.rgb_lpips > 0 else None
-        if (config.feature_contrast > 0 or config.voxel_contrast > 0 or config.depth_class_balance > 0) and \
-                class_prototypes is None:
-            raise ValueError("losses.feature_contrast needs class prototypes: the features' reducer.pt must carry "
+        needing = [name for name in ("feature_contrast", "voxel_contrast", "depth_class_balance")
+                   if getattr(config, name) > 0]
+        if needing and class_prototypes is None:
+            raise ValueError(f"losses.{needing[0]} needs class prototypes: the features' reducer.pt must carry "
                              "'class_targets' (written by distillnerf features)")
         self.register_buffer("class_prototypes", None if class_prototypes is None else
                              torch.as_tensor(class_prototypes, dtype=torch.float32), persistent=False)
+
+    def _class_balanced_depth(self, out: dict, batch: dict, valid) -> torch.Tensor | None:
+        """The class-balanced log-depth term on the rendered and the stage-1 depth, over cameras with both a dense
+        depth and a feature target (the pixel's class); None when no camera has both."""
+        if "dense_depth" not in batch or "features" not in batch:
+            return None
+        cameras = batch["dense_depth_valid"] & batch["features_valid"]
+        if not bool(cameras.any()):
+            return None
+        target = batch["dense_depth"]
+        mask = camera_mask(cameras & (valid if valid is not None else True), target)
+        classes = pixel_classes(batch["features"], self.class_prototypes)
+        depths = [out["depth"]]
+        if "coarse_depth" in out:  # the stage-1 depth places the lifted density: area-pooled to the target's size
+            depths.append(F.interpolate(out["coarse_depth"].flatten(0, 1)[:, None], mode="area",
+                                        size=target.shape[-2:])[:, 0].view_as(target))
+        cfg = self.config
+        return sum(class_balanced_log_depth_loss(d, target, mask, classes, self.class_prototypes.shape[0],
+                                                 cfg.lidar_min_depth, cfg.lidar_max_depth) for d in depths)
 
     def _surface_target(self, batch: dict, valid: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Per-pixel surface depth and validity for the line-of-sight term: the dense depth for cameras that have
@@ -315,18 +335,10 @@ class DistillNeRFLoss(torch.nn.Module):
             mask = batch["dense_depth_valid"] & (valid if valid is not None else True)
             terms["dense_depth"] = cfg.dense_depth * dense_depth_loss(
                 out["depth"], batch["dense_depth"], cfg.dense_near_range, cfg.dense_far_range, mask, cfg.depth_log_l1)
-        if cfg.depth_class_balance > 0 and "dense_depth" in batch and "features" in batch and \
-                bool((batch["dense_depth_valid"] & batch["features_valid"]).any()):
-            cameras = batch["dense_depth_valid"] & batch["features_valid"] & (valid if valid is not None else True)
-            mask = camera_mask(cameras, batch["dense_depth"])
-            classes = pixel_classes(batch["features"], self.class_prototypes)
-            depths = [out["depth"]]
-            if "coarse_depth" in out:  # the stage-1 depth places the lifted density: area-pooled to the target's size
-                depths.append(F.interpolate(out["coarse_depth"].flatten(0, 1)[:, None], mode="area",
-                                            size=batch["dense_depth"].shape[-2:])[:, 0].view_as(batch["dense_depth"]))
-            terms["depth_class_balance"] = cfg.depth_class_balance * sum(
-                class_balanced_log_depth_loss(d, batch["dense_depth"], mask, classes, self.class_prototypes.shape[0],
-                                              cfg.lidar_min_depth, cfg.lidar_max_depth) for d in depths)
+        if cfg.depth_class_balance > 0:
+            term = self._class_balanced_depth(out, batch, valid)
+            if term is not None:
+                terms["depth_class_balance"] = cfg.depth_class_balance * term
         if "virtual" in extra:
             v_valid = batch["virtual_valid"]
             if cfg.virtual_rgb > 0:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from distillnerf.relevance import nearest_class
+
 from .masking import camera_mask, masked_mean
 
 
@@ -16,8 +18,8 @@ def feature_l1_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tenso
 
 def pixel_classes(target: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
     """[B,N,h,w] index of the class prototype [C,F] nearest each pixel's target feature [B,N,F,h,w]."""
-    t = target.permute(0, 1, 3, 4, 2).float()
-    return torch.cdist(t.reshape(-1, t.shape[-1]), prototypes.to(t)).argmin(dim=1).reshape(t.shape[:-1])
+    t = target.permute(0, 1, 3, 4, 2)
+    return nearest_class(t.reshape(-1, t.shape[-1]), prototypes).reshape(t.shape[:-1])
 
 
 def feature_contrast_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, prototypes: torch.Tensor,
@@ -30,7 +32,7 @@ def feature_contrast_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch
     if f.shape[0] == 0:
         return pred.new_zeros(())
     prototypes = prototypes.to(f)
-    labels = torch.cdist(t, prototypes).argmin(dim=1)
+    labels = nearest_class(t, prototypes)
     logits = -torch.cdist(f, prototypes).square() / temperature
     per_pixel = F.cross_entropy(logits, labels, reduction="none")
     return class_balanced_mean(per_pixel, labels, labels, prototypes.shape[0])
@@ -64,7 +66,7 @@ def voxel_contrast_loss(samples: dict, decoded_features: torch.Tensor, target: t
     if ray.numel() == 0:
         return target.new_zeros(())
     prototypes = prototypes.to(t)
-    labels_per_ray = torch.cdist(t[chosen], prototypes).argmin(dim=1)
+    labels_per_ray = nearest_class(t[chosen], prototypes)
     lookup = torch.full((ok.shape[0],), -1, dtype=torch.long, device=ok.device)
     lookup[chosen] = labels_per_ray
     labels = lookup[ray]
